@@ -1,0 +1,59 @@
+"""A small HTTP client of the Fovea API (used by the CLI, the dashboard and tests)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from fovea.config import Settings
+
+
+class ApiError(RuntimeError):
+    def __init__(self, status: int, body: Any) -> None:
+        message = body.get("message") if isinstance(body, dict) else str(body)
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.body = body
+
+
+class Client:
+    def __init__(self, base_url: str, token: str | None, *, timeout: float = 30.0) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, base_url: str | None = None) -> Client:
+        return cls(base_url or settings.base_url, settings.resolve_token(create=False))
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = self.http.request(method, path, **kwargs)
+        try:
+            body = resp.json()
+        except ValueError:
+            body = resp.text
+        if resp.status_code >= 400:
+            raise ApiError(resp.status_code, body)
+        return body
+
+    def health(self) -> dict[str, Any]:
+        return self._call("GET", "/health")
+
+    def submit(self, spec: dict[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._call("POST", "/jobs", json=spec, headers=headers)
+
+    def jobs(self, **params: Any) -> dict[str, Any]:
+        return self._call("GET", "/jobs", params={k: v for k, v in params.items() if v is not None})
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/jobs/{job_id}")
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/jobs/{job_id}/cancel")
+
+    def models(self) -> dict[str, Any]:
+        return self._call("GET", "/models")
+
+    def model(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/models/{name}")

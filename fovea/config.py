@@ -1,0 +1,99 @@
+"""Settings for every Fovea process, read from the environment (prefix ``FOVEA_``).
+
+The embedded default keeps everything under ``.fovea/`` in the working directory:
+a SQLite job store, a local MLflow store, checkpoints and the generated API token.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _default_data_roots() -> list[Path]:
+    cwd = Path.cwd()
+    return [cwd, (cwd / ".." / "shared" / "datasets").resolve()]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FOVEA_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path.cwd() / ".fovea")
+    database_url: str | None = None  # default: sqlite:///<home>/fovea.db
+    mlflow_tracking_uri: str | None = None  # default: sqlite:///<home>/mlflow.db
+    mlflow_artifact_root: Path | None = None  # default: <home>/mlartifacts
+    mlflow_experiment: str = "fovea"
+    ray_address: str | None = None  # None: start a local Ray on loopback
+    ray_num_cpus: int | None = None  # local Ray only; None: all cores
+    ray_num_gpus: int | None = None
+    # Colon- or comma-separated; user dataset paths must resolve under one of them.
+    data_roots: Annotated[list[Path], NoDecode] = Field(default_factory=_default_data_roots)
+    checkpoint_root: Path | None = None  # default: <home>/checkpoints (must be shared by all nodes)
+    api_token: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8742
+    scheduler_interval_s: float = 0.5
+    lease_seconds: float = 60.0
+    # Max running jobs per project (0: unlimited).
+    project_quota: int = 0
+
+    @field_validator("data_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> object:
+        if isinstance(value, str):
+            parts = [p for chunk in value.split(os.pathsep) for p in chunk.split(",")]
+            return [Path(p.strip()) for p in parts if p.strip()]
+        return value
+
+    @field_validator("data_roots", mode="after")
+    @classmethod
+    def _resolve_roots(cls, value: list[Path]) -> list[Path]:
+        return [p.expanduser().resolve() for p in value]
+
+    @cached_property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'fovea.db'}"
+
+    @cached_property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @cached_property
+    def artifact_root(self) -> Path:
+        return self.mlflow_artifact_root or self.home / "mlartifacts"
+
+    @cached_property
+    def checkpoints(self) -> Path:
+        return self.checkpoint_root or self.home / "checkpoints"
+
+    @property
+    def token_file(self) -> Path:
+        return self.home / "api_token"
+
+    def ensure_home(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+
+    def resolve_token(self, *, create: bool) -> str | None:
+        """The API token: FOVEA_API_TOKEN, else the token file (created 0600 when asked)."""
+        if self.api_token:
+            return self.api_token
+        if self.token_file.exists():
+            return self.token_file.read_text().strip()
+        if not create:
+            return None
+        self.ensure_home()
+        token = secrets.token_urlsafe(32)
+        fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(token + "\n")
+        return token
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"

@@ -1,0 +1,1 @@
+"""The control plane: HTTP API, job store, scheduler and schedules."""

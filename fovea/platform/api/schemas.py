@@ -1,0 +1,95 @@
+"""Response models of the HTTP API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from fovea.platform.store import Job, JobEvent
+
+
+class EventOut(BaseModel):
+    id: int
+    at: datetime
+    kind: str
+    from_state: str | None
+    to_state: str | None
+    message: str
+    data: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, e: JobEvent) -> EventOut:
+        return cls(
+            id=e.id,
+            at=e.at,
+            kind=e.kind,
+            from_state=e.from_state,
+            to_state=e.to_state,
+            message=e.message,
+            data=e.data,
+        )
+
+
+class JobOut(BaseModel):
+    id: str
+    name: str
+    task: str
+    project: str
+    priority: int
+    state: str
+    attempt: int
+    max_retries: int
+    error: str | None
+    cancel_requested: bool
+    submitted_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    mlflow_run_id: str | None
+    metrics: dict[str, float] | None
+    progress: dict[str, Any] | None
+    model_name: str | None
+    model_version: str | None
+    spec: dict[str, Any]
+    events: list[EventOut] | None = None
+
+    @classmethod
+    def of(cls, job: Job, *, events: bool = False) -> JobOut:
+        return cls(
+            id=job.id,
+            name=job.name,
+            task=job.task,
+            project=job.project,
+            priority=job.priority,
+            state=job.state,
+            attempt=job.attempt,
+            max_retries=job.max_retries,
+            error=job.error,
+            cancel_requested=job.cancel_requested,
+            submitted_at=job.submitted_at,
+            updated_at=job.updated_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            mlflow_run_id=job.mlflow_run_id,
+            metrics=job.metrics,
+            progress=job.progress,
+            model_name=job.model_name,
+            model_version=job.model_version,
+            spec=job.spec,
+            events=[EventOut.of(e) for e in job.events] if events else None,
+        )
+
+
+class JobList(BaseModel):
+    items: list[JobOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class ErrorOut(BaseModel):
+    error: str
+    message: str
+    detail: list[dict[str, Any]] | None = None

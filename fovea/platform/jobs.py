@@ -1,0 +1,396 @@
+"""Job services: the only code that writes jobs and their events. Routes stay thin."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from fovea.platform.spec import JobSpec
+from fovea.platform.store import TRANSITIONS, Job, JobEvent, JobState, utcnow
+
+
+class SpecError(ValueError):
+    """A spec that is well-formed but refers to something it may not (422)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class IdempotencyConflict(ValueError):
+    pass
+
+
+class NotFound(LookupError):
+    pass
+
+
+class InvalidTransition(RuntimeError):
+    pass
+
+
+def resolve_data_path(raw: str, *, roots: Sequence[Path], field: str) -> Path:
+    """Resolve a user path (symlinks followed) and require it under one of the data roots."""
+    if "\x00" in raw:
+        raise SpecError(field, "path contains a NUL byte")
+    path = Path(raw).expanduser()
+    if not path.is_absolute():
+        path = Path.cwd() / path
+    resolved = path.resolve()
+    for root in roots:
+        if resolved == root or resolved.is_relative_to(root):
+            break
+    else:
+        shown = ", ".join(str(r) for r in roots)
+        raise SpecError(field, f"{raw!r} is outside the configured data roots ({shown})")
+    if not resolved.exists():
+        raise SpecError(field, f"{raw!r} does not exist")
+    return resolved
+
+
+def normalise_spec(spec: JobSpec, *, data_roots: Sequence[Path]) -> JobSpec:
+    """Check paths against the data roots and store them resolved (so workers need no cwd)."""
+    spec = spec.model_copy(deep=True)
+    if spec.dataset.is_builtin:
+        from fovea.tasks.data.builtin import BUILTINS
+
+        name = spec.dataset.uri.removeprefix("builtin://")
+        if name not in BUILTINS:
+            valid = ", ".join(f"builtin://{n}" for n in sorted(BUILTINS))
+            raise SpecError("dataset.uri", f"unknown builtin dataset {name!r}; valid: {valid}")
+    else:
+        path = resolve_data_path(spec.dataset.uri, roots=data_roots, field="dataset.uri")
+        if not path.is_dir():
+            raise SpecError("dataset.uri", f"{spec.dataset.uri!r} is not a directory")
+        spec.dataset.uri = str(path)
+    weights = spec.model.weights
+    if weights and not weights.startswith("models:/") and ("/" in weights or "." in weights):
+        looks_like_enum = "_Weights." in weights and "/" not in weights
+        if not looks_like_enum:
+            spec.model.weights = str(
+                resolve_data_path(weights, roots=data_roots, field="model.weights")
+            )
+    return spec
+
+
+def create_job(
+    *, session: Session, spec: JobSpec, idempotency_key: str | None = None
+) -> tuple[Job, bool]:
+    """Insert a queued job (or return the one this idempotency key already made)."""
+    spec_hash = spec.canonical_hash()
+    if idempotency_key is not None:
+        existing = session.scalar(select(Job).where(Job.idempotency_key == idempotency_key))
+        if existing is not None:
+            if existing.spec_hash != spec_hash:
+                raise IdempotencyConflict(
+                    "Idempotency-Key was already used with a different job spec"
+                )
+            return existing, False
+    now = utcnow()
+    job = Job(
+        id=uuid.uuid4().hex[:16],
+        name=spec.name,
+        task=spec.task,
+        project=spec.project,
+        priority=spec.priority,
+        state=JobState.QUEUED.value,
+        attempt=0,
+        max_retries=spec.max_retries,
+        cpus=spec.resources.cpus,
+        gpus=spec.resources.gpus,
+        spec=spec.model_dump(mode="json"),
+        spec_hash=spec_hash,
+        idempotency_key=idempotency_key,
+        cancel_requested=False,
+        submitted_at=now,
+        updated_at=now,
+    )
+    try:
+        with session.begin_nested():
+            session.add(job)
+            session.flush()
+    except IntegrityError:
+        # Another request with the same key won the race: answer as a replay.
+        existing = session.scalar(select(Job).where(Job.idempotency_key == idempotency_key))
+        if existing is None:
+            raise
+        if existing.spec_hash != spec_hash:
+            raise IdempotencyConflict(
+                "Idempotency-Key was already used with a different job spec"
+            ) from None
+        return existing, False
+    add_event(
+        session=session,
+        job_id=job.id,
+        kind="submitted",
+        to_state=JobState.QUEUED,
+        message=f"{spec.task} job {spec.name!r} queued (priority {spec.priority})",
+    )
+    return job, True
+
+
+def add_event(
+    *,
+    session: Session,
+    job_id: str,
+    kind: str,
+    message: str = "",
+    data: dict[str, Any] | None = None,
+    from_state: JobState | None = None,
+    to_state: JobState | None = None,
+) -> JobEvent:
+    event = JobEvent(
+        job_id=job_id,
+        kind=kind,
+        message=message,
+        data=data,
+        from_state=from_state.value if from_state else None,
+        to_state=to_state.value if to_state else None,
+        at=utcnow(),
+    )
+    session.add(event)
+    return event
+
+
+def transition(
+    *,
+    session: Session,
+    job: Job,
+    to: JobState,
+    message: str = "",
+    data: dict[str, Any] | None = None,
+    **fields: Any,
+) -> Job:
+    """The one place a job changes state: checks the table, sets fields, appends an event."""
+    current = job.job_state
+    if to not in TRANSITIONS[current]:
+        raise InvalidTransition(f"job {job.id}: {current.value} -> {to.value} is not allowed")
+    now = utcnow()
+    job.state = to.value
+    job.updated_at = now
+    if to is JobState.RUNNING:
+        job.started_at = now
+    if to.is_terminal:
+        job.finished_at = now
+        job.lease_owner = None
+        job.lease_expires_at = None
+    if to is JobState.QUEUED:
+        job.lease_owner = None
+        job.lease_expires_at = None
+    for name, value in fields.items():
+        setattr(job, name, value)
+    add_event(
+        session=session,
+        job_id=job.id,
+        kind="state",
+        message=message,
+        data=data,
+        from_state=current,
+        to_state=to,
+    )
+    return job
+
+
+def get_job(*, session: Session, job_id: str, with_events: bool = False) -> Job:
+    stmt = select(Job).where(Job.id == job_id)
+    if with_events:
+        stmt = stmt.options(selectinload(Job.events))
+    job = session.scalar(stmt)
+    if job is None:
+        raise NotFound(f"no job with id {job_id!r}")
+    return job
+
+
+@dataclass
+class JobPage:
+    items: list[Job]
+    total: int
+    limit: int
+    offset: int
+
+
+def list_jobs(
+    *,
+    session: Session,
+    state: JobState | None = None,
+    project: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> JobPage:
+    stmt = select(Job)
+    count = select(func.count()).select_from(Job)
+    if state is not None:
+        stmt = stmt.where(Job.state == state.value)
+        count = count.where(Job.state == state.value)
+    if project is not None:
+        stmt = stmt.where(Job.project == project)
+        count = count.where(Job.project == project)
+    stmt = stmt.order_by(Job.submitted_at.desc(), Job.id.desc()).limit(limit).offset(offset)
+    return JobPage(
+        items=list(session.scalars(stmt)),
+        total=session.scalar(count) or 0,
+        limit=limit,
+        offset=offset,
+    )
+
+
+def request_cancel(*, session: Session, job_id: str) -> Job:
+    """Queued: cancelled at once. Running: flagged; the scheduler stops the Ray work."""
+    job = get_job(session=session, job_id=job_id)
+    state = job.job_state
+    if state.is_terminal:
+        raise InvalidTransition(f"job {job_id} already ended ({state.value}); nothing to cancel")
+    if state is JobState.QUEUED:
+        # Compare-and-set so a scheduler claiming it at this instant cannot also start it.
+        claimed = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state == JobState.QUEUED.value)
+            .values(cancel_requested=True)
+            .execution_options(synchronize_session=False)
+        )
+        session.refresh(job)
+        if claimed.rowcount == 1 and job.job_state is JobState.QUEUED:
+            return transition(
+                session=session, job=job, to=JobState.CANCELLED, message="cancelled while queued"
+            )
+    if not job.cancel_requested or job.job_state is JobState.RUNNING:
+        job.cancel_requested = True
+        add_event(
+            session=session,
+            job_id=job.id,
+            kind="cancel_requested",
+            message="cancel requested; stopping the Ray work",
+        )
+    return job
+
+
+# --- scheduler-side services -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Capacity:
+    cpus: float
+    gpus: float
+
+    def fits(self, job: Job) -> bool:
+        return job.cpus <= self.cpus + 1e-9 and job.gpus <= self.gpus + 1e-9
+
+    def minus(self, job: Job) -> Capacity:
+        return Capacity(self.cpus - job.cpus, self.gpus - job.gpus)
+
+
+def claim_jobs(
+    *,
+    session: Session,
+    owner: str,
+    free: Capacity,
+    lease: timedelta,
+    project_quota: int = 0,
+    limit: int = 16,
+) -> list[Job]:
+    """Claim queued jobs, highest priority first and FIFO within a priority, that fit `free`.
+
+    Atomic on every backend: PostgreSQL locks candidate rows with FOR UPDATE SKIP LOCKED,
+    SQLite (one writer at a time) uses a compare-and-set UPDATE ... WHERE state='queued'.
+    The caller commits; claimed jobs are RUNNING with a lease owned by `owner`.
+    """
+    order = (Job.priority.desc(), Job.submitted_at.asc(), Job.id.asc())
+    stmt = select(Job).where(Job.state == JobState.QUEUED.value).order_by(*order).limit(200)
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    candidates = list(session.scalars(stmt))
+    running_by_project: dict[str, int] = {}
+    if project_quota > 0:
+        rows = session.execute(
+            select(Job.project, func.count())
+            .where(Job.state == JobState.RUNNING.value)
+            .group_by(Job.project)
+        )
+        running_by_project = {p: n for p, n in rows}
+    claimed: list[Job] = []
+    now = utcnow()
+    for job in candidates:
+        if len(claimed) >= limit:
+            break
+        if not free.fits(job):
+            continue
+        if project_quota > 0 and running_by_project.get(job.project, 0) >= project_quota:
+            continue
+        won = session.execute(
+            update(Job)
+            .where(Job.id == job.id, Job.state == JobState.QUEUED.value)
+            .values(lease_owner=owner, lease_expires_at=now + lease)
+            .execution_options(synchronize_session=False)
+        )
+        if won.rowcount != 1:
+            continue  # another scheduler took it
+        session.refresh(job)
+        transition(
+            session=session,
+            job=job,
+            to=JobState.RUNNING,
+            message=f"attempt {job.attempt + 1} dispatched by {owner}",
+            data={"owner": owner, "cpus": job.cpus, "gpus": job.gpus},
+            attempt=job.attempt + 1,
+            error=None,
+            progress=None,
+        )
+        free = free.minus(job)
+        running_by_project[job.project] = running_by_project.get(job.project, 0) + 1
+        claimed.append(job)
+    return claimed
+
+
+def renew_leases(*, session: Session, owner: str, job_ids: Sequence[str], lease: timedelta) -> None:
+    if job_ids:
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(list(job_ids)), Job.lease_owner == owner)
+            .values(lease_expires_at=utcnow() + lease)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def expired_running_jobs(*, session: Session, now: datetime | None = None) -> list[Job]:
+    now = now or utcnow()
+    return list(
+        session.scalars(
+            select(Job).where(
+                Job.state == JobState.RUNNING.value,
+                Job.lease_expires_at.is_not(None),
+                Job.lease_expires_at < now,
+            )
+        )
+    )
+
+
+def retry_or_fail(*, session: Session, job: Job, reason: str) -> Job:
+    """A worker died (not the user's fault): requeue while retries remain, else fail."""
+    if job.cancel_requested:
+        return transition(
+            session=session, job=job, to=JobState.CANCELLED, message=f"cancelled ({reason})"
+        )
+    if job.attempt <= job.max_retries:
+        return transition(
+            session=session,
+            job=job,
+            to=JobState.QUEUED,
+            message=f"attempt {job.attempt} lost: {reason}; retrying from the last checkpoint",
+            data={"retries_left": job.max_retries - job.attempt},
+        )
+    return transition(
+        session=session,
+        job=job,
+        to=JobState.FAILED,
+        message=f"attempt {job.attempt} lost: {reason}; no retries left",
+        error=f"worker lost after {job.attempt} attempt(s): {reason}",
+    )

@@ -1,0 +1,113 @@
+"""JobSpec: the typed, validated description of a training job (the API's input)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from fovea.tasks import TASKS
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetSpec(_Strict):
+    uri: str = Field(
+        min_length=1, max_length=4096, description="a path under a data root, or builtin://<name>"
+    )
+    format: Literal["imagefolder"] = "imagefolder"
+    val_split: float = Field(0.2, gt=0.0, lt=1.0)
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.uri.startswith("builtin://")
+
+
+class ModelSpec(_Strict):
+    arch: str = Field(min_length=1, max_length=64)
+    weights: str | None = Field(
+        None,
+        max_length=4096,
+        description=(
+            "torchvision weights enum, a local file under a data root, or models:/<name>@<alias>"
+        ),
+    )
+
+
+class AugmentSpec(_Strict):
+    random_resized_crop: bool = True
+    horizontal_flip: bool = True
+    rotation: bool = True
+    rotation_degrees: float = Field(10.0, ge=0.0, le=180.0)
+    color_jitter: bool = True
+    gaussian_noise: bool = False
+    random_erasing: bool = False
+
+
+class TrainSpec(_Strict):
+    epochs: int = Field(ge=1, le=10_000)
+    batch_size: int = Field(32, ge=1, le=8192)
+    lr: float = Field(1e-3, gt=0.0, le=10.0)
+    weight_decay: float = Field(0.05, ge=0.0, le=10.0)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    scheduler: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: float = Field(1.0, ge=0.0, le=1000.0)
+    image_size: int = Field(224, ge=8, le=4096)
+    augment: AugmentSpec = Field(default_factory=AugmentSpec)
+    amp: bool = True
+    ema: bool = False
+    early_stopping_patience: int | None = Field(5, ge=1)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    grad_clip_norm: float | None = Field(None, gt=0.0)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    num_workers: int = Field(0, ge=0, le=64)
+
+
+class ResourcesSpec(_Strict):
+    cpus: float = Field(1.0, gt=0.0, le=1024.0)
+    gpus: float = Field(0.0, ge=0.0, le=64.0)
+
+
+class JobSpec(_Strict):
+    name: Name
+    task: str
+    dataset: DatasetSpec
+    model: ModelSpec
+    train: TrainSpec
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    priority: int = Field(0, ge=-1000, le=1000, description="higher runs first")
+    project: Name = "default"
+    max_retries: int = Field(2, ge=0, le=20, description="retries after a worker dies")
+    register_as: Name | None = Field(
+        None, description="MLflow registered model name (default: the job name)"
+    )
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        if value not in TASKS:
+            raise ValueError(f"unknown task {value!r}; valid tasks: {', '.join(sorted(TASKS))}")
+        return value
+
+    @model_validator(mode="after")
+    def _default_registered_name(self) -> JobSpec:
+        if self.register_as is None:
+            self.register_as = self.name
+        return self
+
+    def canonical_hash(self) -> str:
+        """Stable hash of the normalised spec (defaults filled), for idempotent submits."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def spec_from_stored(data: dict[str, Any]) -> JobSpec:
+    return JobSpec.model_validate(data)

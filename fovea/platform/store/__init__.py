@@ -1,0 +1,17 @@
+"""Job store: typed SQLAlchemy models, engines and Alembic migrations."""
+
+from fovea.platform.store.db import make_engine, session_factory, transaction, upgrade
+from fovea.platform.store.models import TRANSITIONS, Base, Job, JobEvent, JobState, utcnow
+
+__all__ = [
+    "TRANSITIONS",
+    "Base",
+    "Job",
+    "JobEvent",
+    "JobState",
+    "make_engine",
+    "session_factory",
+    "transaction",
+    "upgrade",
+    "utcnow",
+]

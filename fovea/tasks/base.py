@@ -1,0 +1,159 @@
+"""The contract between a task (classification, detection, ...) and the shared engine.
+
+Plain PyTorch: nothing here knows Ray, MLflow or the platform. Configuration arrives as
+frozen dataclasses; the worker runtime builds them from the API's JobSpec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+
+class UserError(Exception):
+    """Bad data or bad configuration: the job fails at once and is never retried."""
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """The six standard image augmentations, each switchable."""
+
+    random_resized_crop: bool = True
+    horizontal_flip: bool = True
+    rotation_degrees: float = 10.0  # 0 switches rotation off
+    color_jitter: bool = True
+    gaussian_noise: bool = False
+    random_erasing: bool = False
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    uri: str  # absolute path already checked against the data roots, or "builtin://<name>"
+    format: str  # "imagefolder" | "builtin"
+    image_size: int = 224
+    val_split: float = 0.2
+    seed: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    max_image_pixels: int = 89_478_485  # decompression-bomb guard (PIL's default)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.val_split < 1.0:
+            raise UserError(f"dataset.val_split must be in (0, 1), got {self.val_split}")
+        if self.image_size < 8:
+            raise UserError(f"train.image_size must be >= 8, got {self.image_size}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str
+    # None, a torchvision weights enum name ("ResNet18_Weights.IMAGENET1K_V1" or "DEFAULT"),
+    # or a local file (.pt state dict loaded with weights_only=True, or .safetensors).
+    # The worker resolves "models:/<name>@<alias>" to a local file before the task sees it.
+    weights: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    optimizer: str = "adamw"  # "adamw" | "sgd"
+    momentum: float = 0.9  # sgd only
+    scheduler: str = "cosine"  # "cosine" (linear warmup, then cosine) | "constant"
+    warmup_epochs: float = 1.0
+    amp: bool = True  # used only where the device supports it
+    ema: bool = False
+    ema_decay: float = 0.999
+    early_stopping_patience: int | None = 5  # epochs without improvement of the main metric
+    grad_clip_norm: float | None = None
+    label_smoothing: float = 0.0
+    seed: int = 0
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise UserError(f"train.epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise UserError(f"train.batch_size must be >= 1, got {self.batch_size}")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise UserError(f"train.optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
+        if self.scheduler not in ("cosine", "constant"):
+            raise UserError(
+                f"train.scheduler must be 'cosine' or 'constant', got {self.scheduler!r}"
+            )
+
+
+class EventSink(Protocol):
+    """Where tasks and the engine report things a user should see in the job's events."""
+
+    def __call__(self, kind: str, message: str, data: Mapping[str, Any] | None = None) -> None: ...
+
+
+def no_events(kind: str, message: str, data: Mapping[str, Any] | None = None) -> None:
+    """An EventSink that drops everything (notebooks, tests)."""
+
+
+@dataclass
+class DataBundle:
+    train: Dataset
+    val: Dataset
+    class_names: list[str]
+    # counters a user should see, e.g. {"corrupt_images_skipped": 2, "images": 1797}
+    stats: dict[str, int] = field(default_factory=dict)
+    collate_fn: Any = None  # None: torch's default collate
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]  # flat, JSON-able; includes the task's main metric
+    figures: dict[str, bytes] = field(default_factory=dict)  # file name -> PNG bytes
+    tables: dict[str, Any] = field(default_factory=dict)  # file name -> JSON-able object
+
+
+@runtime_checkable
+class Task(Protocol):
+    name: ClassVar[str]
+    main_metric: ClassVar[str]  # key of EvalResult.metrics; higher is better
+
+    def build_data(self, config: DataConfig, *, events: EventSink = no_events) -> DataBundle:
+        """Load and split the dataset; raise UserError naming the path when it is unusable."""
+        ...
+
+    def build_model(self, config: ModelConfig, *, num_classes: int) -> nn.Module:
+        """The model in training mode; raise UserError for an unknown arch or bad weights."""
+        ...
+
+    def compute_loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        """Named losses for one batch (already on the device); key "loss" is the total."""
+        ...
+
+    def evaluate(
+        self, model: nn.Module, loader: Any, *, device: torch.device, class_names: list[str]
+    ) -> EvalResult:
+        """Metrics and figures on a validation loader (model already in eval mode)."""
+        ...
+
+    def batch_size_of(self, batch: Any) -> int:
+        """Number of images in a batch (for throughput)."""
+        ...
+
+    def to_device(self, batch: Any, device: torch.device) -> Any: ...
+
+    def model_card(self, model_config: ModelConfig, data_config: DataConfig, *, class_names: list[str]) -> dict[str, Any]:
+        """JSON-able description enough to rebuild the model for inference (see load_for_inference)."""
+        ...
+
+    def load_for_inference(self, card: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+        """Rebuild the eval-mode model from a card and weights (no pretrained download)."""
+        ...
+
+    def predict_arrays(self, model: nn.Module, card: Mapping[str, Any], images: np.ndarray) -> dict[str, np.ndarray]:
+        """Inference on a uint8 batch NHWC (or NHW for grey); returns named numpy arrays."""
+        ...

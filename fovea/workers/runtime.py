@@ -1,0 +1,237 @@
+"""What runs inside a Ray worker: WorkerJob -> task -> engine -> MLflow -> JobResult."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+
+from fovea.tasks import DataConfig, ModelConfig, UserError, get_task
+from fovea.tasks.engine import fit, select_device
+from fovea.tasks.plots import training_curves_png
+from fovea.workers.types import JobResult, WorkerJob
+
+log = logging.getLogger(__name__)
+
+
+class BoardReporter:
+    """Engine Reporter: metrics to MLflow (buffered), progress and events to the StatusBoard.
+
+    Pushes to the board are throttled to one small actor call per `interval_s`, so the
+    training loop never waits on the control plane more than once a second or so.
+    """
+
+    def __init__(self, *, job_id: str, board: Any, logger: Any, interval_s: float = 1.0) -> None:
+        self.job_id = job_id
+        self.board = board
+        self.logger = logger
+        self.interval_s = interval_s
+        self._events: list[dict[str, Any]] = []
+        self._progress: dict[str, Any] | None = None
+        self._last_push = 0.0
+        self._cancelled = False
+        self._lock = threading.Lock()
+
+    # Reporter protocol -----------------------------------------------------------------
+    def log_metrics(self, metrics: Mapping[str, float], *, step: int) -> None:
+        if self.logger is not None:
+            self.logger.log_metrics(metrics, step=step)
+
+    def progress(
+        self, *, epoch: int, epochs: int, step: int, steps: int, metrics: Mapping[str, float]
+    ) -> None:
+        self._progress = {
+            "epoch": epoch,
+            "epochs": epochs,
+            "step": step,
+            "steps": steps,
+            "fraction": round(((epoch - 1) + step / max(steps, 1)) / max(epochs, 1), 4),
+            "metrics": {k: float(v) for k, v in metrics.items()},
+            "at": time.time(),
+        }
+        if time.monotonic() - self._last_push >= self.interval_s:
+            self.push()
+
+    def event(self, kind: str, message: str, data: Mapping[str, Any] | None = None) -> None:
+        with self._lock:
+            self._events.append({"kind": kind, "message": message, "data": dict(data or {})})
+        self.push()
+
+    def should_stop(self) -> bool:
+        return self._cancelled
+
+    # EventSink for tasks ---------------------------------------------------------------
+    def __call__(self, kind: str, message: str, data: Mapping[str, Any] | None = None) -> None:
+        self.event(kind, message, data)
+
+    def push(self) -> None:
+        with self._lock:
+            events, self._events = self._events, []
+        self._last_push = time.monotonic()
+        try:
+            self._cancelled = (
+                ray.get(self.board.push.remote(self.job_id, self._progress, events), timeout=10)
+                or self._cancelled
+            )
+        except Exception:  # the control plane being slow must not kill training
+            log.warning("status push failed for job %s", self.job_id, exc_info=True)
+            with self._lock:
+                self._events[:0] = events
+
+
+def run_job(job: WorkerJob, *, board: Any) -> JobResult:
+    """Train one job to the end. Never raises for a user error: it returns status 'failed'."""
+    from fovea.tracking.logger import RunLogger
+
+    started = time.monotonic()
+    torch.set_num_threads(max(1, int(job.cpus)))
+    reporter = BoardReporter(job_id=job.job_id, board=board, logger=None)
+    logger = None
+    try:
+        task = get_task(job.task)
+        logger = RunLogger(
+            tracking_uri=job.tracking_uri,
+            experiment=job.experiment,
+            artifact_location=job.artifact_root,
+            run_name=f"{job.name}-{job.job_id}",
+            run_id=job.mlflow_run_id,
+            tags={"fovea.job_id": job.job_id, "fovea.task": job.task, "fovea.project": job.project},
+        )
+        reporter.logger = logger
+        reporter.event("mlflow_run", f"MLflow run {logger.run_id}", {"run_id": logger.run_id})
+        if job.mlflow_run_id is None:
+            logger.log_params(_params(job))
+        logger.set_tags({"fovea.attempt": str(job.attempt)})
+
+        model_config = _resolve_weights(job)
+        data = task.build_data(job.data, events=reporter)
+        reporter.event(
+            "data",
+            f"{len(data.train)} training and {len(data.val)} validation images, "
+            f"{len(data.class_names)} classes",
+            {**data.stats, "train": len(data.train), "val": len(data.val)},
+        )
+        model = task.build_model(model_config, num_classes=len(data.class_names))
+        device = select_device("cuda" if job.gpus > 0 else "auto")
+        fit_started = time.monotonic()
+        result = fit(
+            task,
+            model,
+            data,
+            job.train,
+            device=device,
+            checkpoint_dir=Path(job.checkpoint_dir),
+            reporter=reporter,
+        )
+        fit_seconds = time.monotonic() - fit_started
+        if result.cancelled:
+            logger.close(status="KILLED")
+            reporter.push()
+            return JobResult(status="cancelled", mlflow_run_id=logger.run_id)
+
+        logger.log_metrics(
+            {f"final/{k}": v for k, v in result.metrics.items()}, step=result.best_epoch
+        )
+        logger.log_figure_bytes("training_curves.png", training_curves_png(result.history))
+        for name, png in result.eval.figures.items():
+            logger.log_figure_bytes(name, png)
+        for name, table in result.eval.tables.items():
+            logger.log_json(name, table)
+        logger.log_json("history.json", result.history)
+
+        record = None
+        if job.register_as:
+            from fovea.tracking.registry import log_model
+
+            card = task.model_card(model_config, job.data, class_names=data.class_names)
+            record = log_model(
+                logger_or_run_id=logger,
+                task_name=job.task,
+                card=card,
+                state_dict=result.state_dict,
+                registered_name=job.register_as,
+                metrics=result.metrics,
+                main_metric=task.main_metric,
+            )
+            reporter.event(
+                "model_registered",
+                f"registered {record.name} v{record.version}"
+                + (" as champion" if record.is_champion else " (champion unchanged)"),
+                {
+                    "name": record.name,
+                    "version": str(record.version),
+                    "champion": record.is_champion,
+                },
+            )
+        logger.close(status="FINISHED")
+        reporter.push()
+        return JobResult(
+            status="succeeded",
+            metrics=result.metrics,
+            mlflow_run_id=logger.run_id,
+            model_name=record.name if record else None,
+            model_version=str(record.version) if record else None,
+            is_champion=bool(record and record.is_champion),
+            train_images_per_s=result.train_images_per_s,
+            timings={
+                "wall_s": time.monotonic() - started,
+                "fit_s": fit_seconds,
+                "mlflow_s": logger.mlflow_seconds,
+                "mlflow_blocking_s": logger.blocking_seconds,
+            },
+        )
+    except UserError as exc:
+        return _failed(logger, reporter, str(exc))
+    except Exception as exc:  # a bug or an environment problem: fail with the reason
+        log.error("job %s crashed:\n%s", job.job_id, traceback.format_exc())
+        return _failed(logger, reporter, f"{type(exc).__name__}: {exc}")
+
+
+def _failed(logger: Any, reporter: BoardReporter, error: str) -> JobResult:
+    run_id = None
+    if logger is not None:
+        run_id = logger.run_id
+        try:
+            logger.set_tags({"fovea.error": error[:5000]})
+            logger.close(status="FAILED")
+        except Exception:
+            log.warning("could not close the MLflow run", exc_info=True)
+    reporter.push()
+    return JobResult(status="failed", error=error, mlflow_run_id=run_id)
+
+
+def _resolve_weights(job: WorkerJob) -> ModelConfig:
+    """models:/<name>@<alias> -> a local weights file the task can load."""
+    weights = job.model.weights
+    if not weights or not weights.startswith("models:/"):
+        return job.model
+    from fovea.tracking.registry import ModelNotFoundError, download_weights
+
+    dst = Path(job.checkpoint_dir) / "init"
+    try:
+        path, _card = download_weights(tracking_uri=job.tracking_uri, uri=weights, dst=dst)
+    except ModelNotFoundError as exc:
+        raise UserError(f"model.weights: {exc}") from None
+    return ModelConfig(arch=job.model.arch, weights=str(path))
+
+
+def _params(job: WorkerJob) -> dict[str, Any]:
+    def fields(obj: DataConfig | ModelConfig | Any) -> dict[str, Any]:
+        return {k: getattr(obj, k) for k in obj.__dataclass_fields__}
+
+    data = fields(job.data)
+    data["augment"] = fields(job.data.augment)
+    return {
+        "task": job.task,
+        "data": data,
+        "model": fields(job.model),
+        "train": fields(job.train),
+        "resources": {"cpus": job.cpus, "gpus": job.gpus},
+    }

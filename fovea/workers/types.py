@@ -1,0 +1,94 @@
+"""What crosses the worker boundary: a frozen job description in, a result out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from fovea.tasks import AugmentConfig, DataConfig, ModelConfig, TrainConfig
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    job_id: str
+    name: str
+    attempt: int
+    task: str
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    cpus: float
+    gpus: float
+    register_as: str | None
+    tracking_uri: str
+    artifact_root: str
+    experiment: str
+    checkpoint_dir: str
+    mlflow_run_id: str | None = None  # set on a retry: the attempt continues the same run
+    project: str = "default"
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: dict[str, Any],
+        *,
+        job_id: str,
+        attempt: int,
+        tracking_uri: str,
+        artifact_root: str,
+        experiment: str,
+        checkpoint_dir: str,
+        mlflow_run_id: str | None,
+    ) -> WorkerJob:
+        """Build from a stored (validated, normalised) JobSpec dict."""
+        train = dict(spec["train"])
+        aug = train.pop("augment")
+        image_size = train.pop("image_size")
+        augment = AugmentConfig(
+            random_resized_crop=aug["random_resized_crop"],
+            horizontal_flip=aug["horizontal_flip"],
+            rotation_degrees=aug["rotation_degrees"] if aug["rotation"] else 0.0,
+            color_jitter=aug["color_jitter"],
+            gaussian_noise=aug["gaussian_noise"],
+            random_erasing=aug["random_erasing"],
+        )
+        uri = spec["dataset"]["uri"]
+        data = DataConfig(
+            uri=uri,
+            format="builtin" if uri.startswith("builtin://") else spec["dataset"]["format"],
+            image_size=image_size,
+            val_split=spec["dataset"]["val_split"],
+            seed=train["seed"],
+            augment=augment,
+        )
+        return cls(
+            job_id=job_id,
+            name=spec["name"],
+            attempt=attempt,
+            task=spec["task"],
+            data=data,
+            model=ModelConfig(arch=spec["model"]["arch"], weights=spec["model"].get("weights")),
+            train=TrainConfig(**train),
+            cpus=spec["resources"]["cpus"],
+            gpus=spec["resources"]["gpus"],
+            register_as=spec.get("register_as"),
+            tracking_uri=tracking_uri,
+            artifact_root=artifact_root,
+            experiment=experiment,
+            checkpoint_dir=checkpoint_dir,
+            mlflow_run_id=mlflow_run_id,
+            project=spec.get("project", "default"),
+        )
+
+
+@dataclass
+class JobResult:
+    status: Literal["succeeded", "failed", "cancelled"]
+    error: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    mlflow_run_id: str | None = None
+    model_name: str | None = None
+    model_version: str | None = None
+    is_champion: bool = False
+    train_images_per_s: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)  # wall, fit, mlflow seconds
