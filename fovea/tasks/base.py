@@ -6,6 +6,7 @@ frozen dataclasses; the worker runtime builds them from the API's JobSpec.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -47,6 +48,8 @@ class DataConfig:
             raise UserError(f"dataset.val_split must be in (0, 1), got {self.val_split}")
         if self.image_size < 8:
             raise UserError(f"train.image_size must be >= 8, got {self.image_size}")
+        if self.max_image_pixels < 1:
+            raise UserError(f"max_image_pixels must be >= 1, got {self.max_image_pixels}")
 
 
 @dataclass(frozen=True)
@@ -66,8 +69,8 @@ class TrainConfig:
     weight_decay: float = 0.05
     optimizer: str = "adamw"  # "adamw" | "sgd"
     momentum: float = 0.9  # sgd only
-    scheduler: str = "cosine"  # "cosine" (linear warmup, then cosine) | "constant"
-    warmup_epochs: float = 1.0
+    scheduler: str = "cosine"  # "cosine" | "constant", each after a linear warmup
+    warmup_epochs: float = 1.0  # 0: no warmup
     amp: bool = True  # used only where the device supports it
     ema: bool = False
     ema_decay: float = 0.999
@@ -88,6 +91,20 @@ class TrainConfig:
             raise UserError(
                 f"train.scheduler must be 'cosine' or 'constant', got {self.scheduler!r}"
             )
+        patience = self.early_stopping_patience
+        checks = {  # field -> (valid, what is wanted)
+            "lr": (self.lr > 0 and math.isfinite(self.lr), "> 0"),
+            "weight_decay": (self.weight_decay >= 0, ">= 0"),
+            "warmup_epochs": (self.warmup_epochs >= 0, ">= 0"),
+            "ema_decay": (0 < self.ema_decay < 1, "in (0, 1)"),
+            "early_stopping_patience": (patience is None or patience >= 1, ">= 1 or null"),
+            "grad_clip_norm": (self.grad_clip_norm is None or self.grad_clip_norm > 0, "> 0"),
+            "label_smoothing": (0 <= self.label_smoothing < 1, "in [0, 1)"),
+            "num_workers": (self.num_workers >= 0, ">= 0"),
+        }
+        for name, (valid, wanted) in checks.items():
+            if not valid:
+                raise UserError(f"train.{name} must be {wanted}, got {getattr(self, name)!r}")
 
 
 class EventSink(Protocol):
@@ -146,14 +163,20 @@ class Task(Protocol):
 
     def to_device(self, batch: Any, device: torch.device) -> Any: ...
 
-    def model_card(self, model_config: ModelConfig, data_config: DataConfig, *, class_names: list[str]) -> dict[str, Any]:
-        """JSON-able description enough to rebuild the model for inference (see load_for_inference)."""
+    def model_card(
+        self, model_config: ModelConfig, data_config: DataConfig, *, class_names: list[str]
+    ) -> dict[str, Any]:
+        """JSON-able description enough to rebuild the model (see load_for_inference)."""
         ...
 
-    def load_for_inference(self, card: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+    def load_for_inference(
+        self, card: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor]
+    ) -> nn.Module:
         """Rebuild the eval-mode model from a card and weights (no pretrained download)."""
         ...
 
-    def predict_arrays(self, model: nn.Module, card: Mapping[str, Any], images: np.ndarray) -> dict[str, np.ndarray]:
+    def predict_arrays(
+        self, model: nn.Module, card: Mapping[str, Any], images: np.ndarray
+    ) -> dict[str, np.ndarray]:
         """Inference on a uint8 batch NHWC (or NHW for grey); returns named numpy arrays."""
         ...

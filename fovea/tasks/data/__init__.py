@@ -1,0 +1,1 @@
+"""Dataset formats, the decode-once image cache, defensive image opening and transforms."""
