@@ -21,7 +21,7 @@ from fovea.client import ApiError, Client
 from fovea.config import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fovea vision training platform")
-console = Console()
+console = Console(width=max(Console().width, 120))
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
@@ -249,7 +249,13 @@ def demo_spec(shared: Path) -> dict[str, Any]:
         "task": "classification",
         "dataset": {"uri": "builtin://digits", "format": "imagefolder"},
         "model": {"arch": "smallcnn"},
-        "train": {"epochs": 5, "batch_size": 64, "lr": 0.003, "image_size": 32},
+        "train": {
+            "epochs": 5,
+            "batch_size": 64,
+            "lr": 0.003,
+            "image_size": 32,
+            "augment": {"horizontal_flip": False},
+        },
         "resources": {"cpus": os.cpu_count() or 1},
         "register_as": "digits-demo",
     }

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
+
+import httpx
+
+TOKEN = "e2e-token"
 
 
 def free_port() -> int:
@@ -36,3 +44,64 @@ class LiveServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+
+
+class Stack:
+    """A real `fovea up` process (API, scheduler, local Ray, SQLite, MLflow) in `home`."""
+
+    def __init__(self, home: Path, data_root: Path) -> None:
+        self.home = home
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "FOVEA_HOME": str(home),
+            "FOVEA_PORT": str(self.port),
+            "FOVEA_API_TOKEN": TOKEN,
+            "FOVEA_DATA_ROOTS": str(data_root),
+            "FOVEA_SCHEDULER_INTERVAL_S": "0.3",
+        }
+        self.log = home / "server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.http = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
+        )
+
+    def start(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "wb") as fh:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "fovea", "up"],
+                env=self.env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"fovea up did not answer in 120 s:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(2)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def wait(self, job_id: str, states: set[str], timeout: float = 300) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.http.get(f"/jobs/{job_id}").json()
+            if job["state"] in states:
+                return job
+            time.sleep(0.5)
+        raise AssertionError(
+            f"job {job_id} not in {states} after {timeout}s: {job}\n{self.log.read_text()[-4000:]}"
+        )

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from fovea.platform.spec import JobSpec
 from fovea.platform.store import TRANSITIONS, Job, JobEvent, JobState, utcnow
+from fovea.tasks import TASKS
 
 
 class SpecError(ValueError):
@@ -60,6 +61,12 @@ def resolve_data_path(raw: str, *, roots: Sequence[Path], field: str) -> Path:
 def normalise_spec(spec: JobSpec, *, data_roots: Sequence[Path]) -> JobSpec:
     """Check paths against the data roots and store them resolved (so workers need no cwd)."""
     spec = spec.model_copy(deep=True)
+    archs = getattr(TASKS[spec.task], "architectures", None)
+    if archs is not None and spec.model.arch not in archs:
+        raise SpecError(
+            "model.arch",
+            f"unknown {spec.task} architecture {spec.model.arch!r}; valid: {', '.join(archs)}",
+        )
     if spec.dataset.is_builtin:
         from fovea.tasks.data.builtin import BUILTINS
 

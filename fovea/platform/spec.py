@@ -22,8 +22,12 @@ class DatasetSpec(_Strict):
     uri: str = Field(
         min_length=1, max_length=4096, description="a path under a data root, or builtin://<name>"
     )
-    format: Literal["imagefolder"] = "imagefolder"
+    format: Literal["imagefolder", "masks", "yolo", "coco", "voc"] = "imagefolder"
     val_split: float = Field(0.2, gt=0.0, lt=1.0)
+    class_map: dict[int, str] | None = Field(
+        None, description="value masks: pixel value -> class name, e.g. {0: bg, 255: membrane}"
+    )
+    ignore_index: int = Field(255, ge=0, le=65535, description="label of unlabeled pixels")
 
     @property
     def is_builtin(self) -> bool:
@@ -32,6 +36,7 @@ class DatasetSpec(_Strict):
 
 class ModelSpec(_Strict):
     arch: str = Field(min_length=1, max_length=64)
+    backbone: str | None = Field(None, max_length=64, description="detection/segmentation")
     weights: str | None = Field(
         None,
         max_length=4096,
@@ -69,6 +74,9 @@ class TrainSpec(_Strict):
     grad_clip_norm: float | None = Field(None, gt=0.0)
     seed: int = Field(0, ge=0, le=2**31 - 1)
     num_workers: int = Field(0, ge=0, le=64)
+    loss_weights: dict[str, float] | None = Field(
+        None, description='per-task loss weights, e.g. {"ce": 1, "dice": 1} (segmentation)'
+    )
 
 
 class ResourcesSpec(_Strict):

@@ -24,11 +24,12 @@ TASKS: dict[str, type[Task]] = {
 }
 
 
-def get_task(name: str, *, label_smoothing: float = 0.0) -> Task:
-    """A task instance; `label_smoothing` (TrainConfig.label_smoothing) shapes its class loss."""
+def get_task(name: str, *, train: TrainConfig | None = None) -> Task:
+    """A task instance; the loss-shaping fields of `train` (label smoothing, loss weights)
+    go to the task's constructor through its `from_train_config`."""
     if name not in TASKS:
         raise UserError(f"unknown task {name!r}; valid: {', '.join(TASKS)}")
-    return TASKS[name](label_smoothing=label_smoothing)
+    return TASKS[name].from_train_config(train or TrainConfig())
 
 
 __all__ = [

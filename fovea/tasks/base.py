@@ -36,12 +36,15 @@ class AugmentConfig:
 @dataclass(frozen=True)
 class DataConfig:
     uri: str  # absolute path already checked against the data roots, or "builtin://<name>"
-    format: str  # "imagefolder" | "builtin"
+    format: str  # "imagefolder" | "builtin" | "masks" | "yolo" | "coco" | "voc" (per task)
     image_size: int = 224
     val_split: float = 0.2
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     max_image_pixels: int = 89_478_485  # decompression-bomb guard (PIL's default)
+    # Value masks: pixel value -> class name, e.g. {0: "background", 255: "membrane"}.
+    class_map: Mapping[int, str] | None = None
+    ignore_index: int = 255  # label of unlabeled pixels (segmentation)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_split < 1.0:
@@ -59,6 +62,7 @@ class ModelConfig:
     # or a local file (.pt state dict loaded with weights_only=True, or .safetensors).
     # The worker resolves "models:/<name>@<alias>" to a local file before the task sees it.
     weights: str | None = None
+    backbone: str | None = None  # encoder / backbone for detection and segmentation models
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,8 @@ class TrainConfig:
     early_stopping_patience: int | None = 5  # epochs without improvement of the main metric
     grad_clip_norm: float | None = None
     label_smoothing: float = 0.0
+    # Per-task loss weights by name, e.g. {"ce": 1.0, "dice": 1.0} for segmentation.
+    loss_weights: Mapping[str, float] | None = None
     seed: int = 0
     num_workers: int = 0
 
@@ -138,6 +144,11 @@ class EvalResult:
 class Task(Protocol):
     name: ClassVar[str]
     main_metric: ClassVar[str]  # key of EvalResult.metrics; higher is better
+
+    @classmethod
+    def from_train_config(cls, train: TrainConfig) -> Task:
+        """The task with the loss-shaping options of `train` (label smoothing, weights)."""
+        ...
 
     def build_data(self, config: DataConfig, *, events: EventSink = no_events) -> DataBundle:
         """Load and split the dataset; raise UserError naming the path when it is unusable."""

@@ -149,7 +149,7 @@ def fit(
     _seed_everything(config.seed)
     model.to(device)
     loader_seed = torch.Generator().manual_seed(config.seed)
-    train_loader = _SingleThreadedLoading(
+    train_loader = SingleThreadedLoading(
         data.train,
         batch_size=config.batch_size,
         shuffle=True,
@@ -159,7 +159,7 @@ def fit(
         pin_memory=device.type == "cuda",
         generator=loader_seed,
     )
-    val_loader = _SingleThreadedLoading(
+    val_loader = SingleThreadedLoading(
         data.val,
         batch_size=config.batch_size * 2,  # no activations kept for backward
         num_workers=config.num_workers,
@@ -329,7 +329,7 @@ def fit(
     )
 
 
-class _SingleThreadedLoading(DataLoader):
+class SingleThreadedLoading(DataLoader):
     """A DataLoader that produces each batch with torch's intra-op threads set to 1.
 
     Per-sample decoding and augmentation are many tiny ops that gain nothing from intra-op

@@ -95,11 +95,11 @@ def run_job(job: WorkerJob, *, board: Any) -> JobResult:
     reporter = BoardReporter(job_id=job.job_id, board=board, logger=None)
     logger = None
     try:
-        task = get_task(job.task)
+        task = get_task(job.task, train=job.train)
         logger = RunLogger(
             tracking_uri=job.tracking_uri,
-            experiment=job.experiment,
-            artifact_location=job.artifact_root,
+            experiment=None if job.mlflow_run_id else job.experiment,
+            artifact_root=job.artifact_root,
             run_name=f"{job.name}-{job.job_id}",
             run_id=job.mlflow_run_id,
             tags={"fovea.job_id": job.job_id, "fovea.task": job.task, "fovea.project": job.project},
@@ -119,7 +119,7 @@ def run_job(job: WorkerJob, *, board: Any) -> JobResult:
             {**data.stats, "train": len(data.train), "val": len(data.val)},
         )
         model = task.build_model(model_config, num_classes=len(data.class_names))
-        device = select_device("cuda" if job.gpus > 0 else "auto")
+        device = select_device("cuda" if job.gpus > 0 else "cpu")
         fit_started = time.monotonic()
         result = fit(
             task,

@@ -60,6 +60,8 @@ class WorkerJob:
             val_split=spec["dataset"]["val_split"],
             seed=train["seed"],
             augment=augment,
+            class_map=_int_keys(spec["dataset"].get("class_map")),
+            ignore_index=spec["dataset"].get("ignore_index", 255),
         )
         return cls(
             job_id=job_id,
@@ -67,7 +69,11 @@ class WorkerJob:
             attempt=attempt,
             task=spec["task"],
             data=data,
-            model=ModelConfig(arch=spec["model"]["arch"], weights=spec["model"].get("weights")),
+            model=ModelConfig(
+                arch=spec["model"]["arch"],
+                weights=spec["model"].get("weights"),
+                backbone=spec["model"].get("backbone"),
+            ),
             train=TrainConfig(**train),
             cpus=spec["resources"]["cpus"],
             gpus=spec["resources"]["gpus"],
@@ -79,6 +85,11 @@ class WorkerJob:
             mlflow_run_id=mlflow_run_id,
             project=spec.get("project", "default"),
         )
+
+
+def _int_keys(mapping: dict[str, str] | None) -> dict[int, str] | None:
+    # JSON object keys are strings: {"255": "membrane"} -> {255: "membrane"}
+    return None if mapping is None else {int(k): v for k, v in mapping.items()}
 
 
 @dataclass

@@ -129,6 +129,7 @@ def test_idempotency_key(client: httpx.Client) -> None:
             "less than 1",
         ),
         (body(resources={"cpus": 0}), "resources.cpus", "greater than 0"),
+        (body(model={"arch": "vit_h"}), "model.arch", "valid: smallcnn"),
         (body(priority="high"), "priority", "valid integer"),
         (body(model={"arch": "resnet18", "weights": "/etc/passwd"}), "model.weights", "outside"),
     ],

@@ -9,73 +9,12 @@ import textwrap
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
-from tests.support import free_port
+from tests.support import Stack
 
 pytestmark = pytest.mark.slow
-TOKEN = "e2e-token"
-
-
-class Stack:
-    def __init__(self, home: Path, data_root: Path) -> None:
-        self.home = home
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ,
-            "FOVEA_HOME": str(home),
-            "FOVEA_PORT": str(self.port),
-            "FOVEA_API_TOKEN": TOKEN,
-            "FOVEA_DATA_ROOTS": str(data_root),
-            "FOVEA_SCHEDULER_INTERVAL_S": "0.3",
-        }
-        self.log = home / "server.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.http = httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
-        )
-
-    def start(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "wb") as fh:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "fovea", "up"],
-                env=self.env,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise AssertionError(f"fovea up did not answer in 120 s:\n{self.log.read_text()}")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(2)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-    def wait(self, job_id: str, states: set[str], timeout: float = 300) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = self.http.get(f"/jobs/{job_id}").json()
-            if job["state"] in states:
-                return job
-            time.sleep(0.5)
-        raise AssertionError(
-            f"job {job_id} not in {states} after {timeout}s: {job}\n{self.log.read_text()[-4000:]}"
-        )
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +65,7 @@ def test_train_register_and_serve(stack: Stack) -> None:
     ]
 
     model = stack.http.get("/models/digits-e2e").json()
-    assert model["champion_version"] == "1"
+    assert model["champion_version"] == 1
 
     # A plain MLflow client in a fresh process, no fovea import of its own.
     from sklearn.datasets import load_digits
@@ -159,7 +98,19 @@ def test_train_register_and_serve(stack: Stack) -> None:
     job2 = stack.wait(stack.http.post("/jobs", json=worse).json()["id"], {"succeeded", "failed"})
     assert job2["state"] == "succeeded", job2["error"]
     assert job2["model_version"] == "2" and job2["metrics"]["top1"] < job["metrics"]["top1"]
-    assert stack.http.get("/models/digits-e2e").json()["champion_version"] == "1"
+    assert stack.http.get("/models/digits-e2e").json()["champion_version"] == 1
+
+    # Fine-tuning from the registered champion starts from its weights: the same tiny-lr
+    # single epoch now scores like the champion instead of like an untrained model.
+    tuned = digits_spec(
+        name="digits-ft",
+        register_as=None,
+        model={"arch": "smallcnn", "weights": "models:/digits-e2e@champion"},
+        train={"epochs": 1, "lr": 1e-5, "image_size": 32, "warmup_epochs": 0},
+    )
+    job3 = stack.wait(stack.http.post("/jobs", json=tuned).json()["id"], {"succeeded", "failed"})
+    assert job3["state"] == "succeeded", job3["error"]
+    assert job3["metrics"]["top1"] > 0.85 > job2["metrics"]["top1"]
 
 
 def test_bad_data_fails_at_once_with_reason(stack: Stack) -> None:
@@ -198,3 +149,65 @@ def test_cancel_running_job_stops_ray_work(stack: Stack) -> None:
     p1 = stack.http.get(f"/jobs/{job_id}").json()["progress"]
     time.sleep(3)
     assert stack.http.get(f"/jobs/{job_id}").json()["progress"] == p1
+
+
+def _colour_folder(root: Path, *, per_class: int = 24, size: int = 24) -> Path:
+    """Three classes a small CNN separates easily (mostly red / green / blue) + 1 corrupt."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(["red", "green", "blue"]):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            img = rng.integers(0, 90, size=(size, size, 3), dtype=np.uint8)
+            img[..., c] = rng.integers(160, 255, size=(size, size), dtype=np.uint8)
+            Image.fromarray(img).save(root / name / f"{i}.png")
+    (root / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return root
+
+
+def test_killed_worker_is_retried_from_checkpoint(stack: Stack) -> None:
+    import signal
+
+    data = _colour_folder(Path(stack.env["FOVEA_DATA_ROOTS"]) / "colours")
+    spec = digits_spec(
+        name="colours",
+        dataset={"uri": str(data), "format": "imagefolder", "val_split": 0.25},
+        train={
+            "epochs": 6,
+            "batch_size": 8,
+            "lr": 0.003,
+            "image_size": 24,
+            "early_stopping_patience": None,
+            "warmup_epochs": 0,
+        },
+        max_retries=1,
+        register_as=None,
+    )
+    job_id = stack.http.post("/jobs", json=spec).json()["id"]
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        job = stack.http.get(f"/jobs/{job_id}").json()
+        if (job.get("progress") or {}).get("epoch", 0) >= 3:
+            break
+        assert job["state"] in ("queued", "running"), job
+        time.sleep(0.2)
+    assert (job.get("progress") or {}).get("epoch", 0) >= 3, job
+    # Inject the fault: kill the Ray worker process running this job.
+    out = subprocess.run(["pgrep", "-f", f"fovea-job-{job_id}"], capture_output=True, text=True)
+    pids = [int(p) for p in out.stdout.split()]
+    assert pids, "worker process not found"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    job = stack.wait(job_id, {"succeeded", "failed", "cancelled"}, timeout=240)
+    assert job["state"] == "succeeded", (job["error"], job["events"])
+    assert job["attempt"] == 2
+    kinds = [e["kind"] for e in job["events"]]
+    states = [e["to_state"] for e in job["events"] if e["kind"] == "state"]
+    assert states == ["running", "queued", "running", "succeeded"], states
+    resumed = [e for e in job["events"] if e["kind"] == "resumed"]
+    assert resumed and resumed[0]["data"]["epoch"] >= 2  # not from scratch
+    # The corrupt file was skipped and counted, in the events, on each attempt.
+    skipped = [e for e in job["events"] if (e["data"] or {}).get("corrupt_images_skipped")]
+    assert skipped and skipped[0]["data"]["corrupt_images_skipped"] == 1, kinds
+    assert job["metrics"]["top1"] > 0.8  # chance is 1/3

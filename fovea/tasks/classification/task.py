@@ -15,6 +15,7 @@ from fovea.tasks.base import (
     EvalResult,
     EventSink,
     ModelConfig,
+    TrainConfig,
     UserError,
     no_events,
 )
@@ -25,7 +26,7 @@ from fovea.tasks.classification.metrics import (
     sample_positions,
     sample_predictions_png,
 )
-from fovea.tasks.classification.model import build_classifier
+from fovea.tasks.classification.model import ARCHITECTURES, build_classifier
 from fovea.tasks.data.cache import resize_and_center_crop, resize_size_for
 from fovea.tasks.data.transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize, eval_transform
 from fovea.tasks.plots import confusion_matrix_png
@@ -40,8 +41,14 @@ class ClassificationTask:
     name: ClassVar[str] = "classification"
     main_metric: ClassVar[str] = "top1"
 
+    architectures: ClassVar[tuple[str, ...]] = tuple(ARCHITECTURES)
+
     def __init__(self, *, label_smoothing: float = 0.0) -> None:
         self.label_smoothing = label_smoothing
+
+    @classmethod
+    def from_train_config(cls, train: TrainConfig) -> ClassificationTask:
+        return cls(label_smoothing=train.label_smoothing)
 
     def build_data(self, config: DataConfig, *, events: EventSink = no_events) -> DataBundle:
         return build_classification_data(config, events=events)
