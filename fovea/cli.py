@@ -250,7 +250,7 @@ def demo_spec(shared: Path) -> dict[str, Any]:
         "dataset": {"uri": "builtin://digits", "format": "imagefolder"},
         "model": {"arch": "smallcnn"},
         "train": {
-            "epochs": 5,
+            "epochs": 6,
             "batch_size": 64,
             "lr": 0.003,
             "image_size": 32,

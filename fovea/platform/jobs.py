@@ -67,13 +67,21 @@ def normalise_spec(spec: JobSpec, *, data_roots: Sequence[Path]) -> JobSpec:
             "model.arch",
             f"unknown {spec.task} architecture {spec.model.arch!r}; valid: {', '.join(archs)}",
         )
+    backbones = getattr(TASKS[spec.task], "backbones", None)
+    if backbones is not None and spec.model.backbone not in (None, *backbones):
+        raise SpecError(
+            "model.backbone",
+            f"unknown {spec.task} backbone {spec.model.backbone!r}; valid: {', '.join(backbones)}",
+        )
     if spec.dataset.is_builtin:
-        from fovea.tasks.data.builtin import BUILTINS
+        from fovea.tasks import UserError
+        from fovea.tasks.data.builtin import get_builtin, parse_builtin_uri
 
-        name = spec.dataset.uri.removeprefix("builtin://")
-        if name not in BUILTINS:
-            valid = ", ".join(f"builtin://{n}" for n in sorted(BUILTINS))
-            raise SpecError("dataset.uri", f"unknown builtin dataset {name!r}; valid: {valid}")
+        try:  # name, query parameters (builtin://shapes?n=400&size=96), fit to the task
+            parse_builtin_uri(spec.dataset.uri)
+            get_builtin(spec.dataset.uri, task=spec.task)
+        except UserError as exc:
+            raise SpecError("dataset.uri", str(exc)) from None
     else:
         path = resolve_data_path(spec.dataset.uri, roots=data_roots, field="dataset.uri")
         if not path.is_dir():

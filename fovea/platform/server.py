@@ -32,6 +32,14 @@ def build(settings: Settings, *, with_scheduler: bool = True) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        from fovea.tracking import prepare_store
+
+        # Schema and experiment before the first job: a one-time cost, not a per-job one.
+        prepare_store(
+            tracking_uri=settings.tracking_uri,
+            experiment=settings.mlflow_experiment,
+            artifact_root=settings.artifact_root,
+        )
         if scheduler is not None:
             scheduler.start()
         try:

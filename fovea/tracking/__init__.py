@@ -4,7 +4,7 @@ Used inside Ray workers and by the API process alike, so it imports nothing from
 fovea.platform or fovea.workers; every function takes its tracking URI explicitly.
 """
 
-from fovea.tracking._mlflow import sanitize_key
+from fovea.tracking._mlflow import prepare_store, sanitize_key
 from fovea.tracking.logger import RunLogger
 from fovea.tracking.registry import (
     CHAMPION,
@@ -31,5 +31,6 @@ __all__ = [
     "get_model",
     "list_models",
     "log_model",
+    "prepare_store",
     "sanitize_key",
 ]

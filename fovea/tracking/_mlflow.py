@@ -76,3 +76,11 @@ def ensure_experiment(client: MlflowClient, *, name: str, artifact_root: str | P
         # The name stays taken while the experiment sits in the trash; bring it back.
         client.restore_experiment(experiment.experiment_id)
     return experiment.experiment_id
+
+
+def prepare_store(*, tracking_uri: str, experiment: str, artifact_root: str | Path | None) -> str:
+    """Create the store's schema (a new sqlite store takes seconds) and the experiment once,
+    at platform start-up, so the first job does not pay for it. Returns the experiment id."""
+    return ensure_experiment(
+        make_client(tracking_uri), name=experiment, artifact_root=artifact_root
+    )

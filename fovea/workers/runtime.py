@@ -121,6 +121,7 @@ def run_job(job: WorkerJob, *, board: Any) -> JobResult:
         model = task.build_model(model_config, num_classes=len(data.class_names))
         device = select_device("cuda" if job.gpus > 0 else "cpu")
         fit_started = time.monotonic()
+        blocked_before_fit = logger.blocking_seconds
         result = fit(
             task,
             model,
@@ -131,6 +132,7 @@ def run_job(job: WorkerJob, *, board: Any) -> JobResult:
             reporter=reporter,
         )
         fit_seconds = time.monotonic() - fit_started
+        blocked_in_fit = logger.blocking_seconds - blocked_before_fit
         if result.cancelled:
             logger.close(status="KILLED")
             reporter.push()
@@ -185,6 +187,7 @@ def run_job(job: WorkerJob, *, board: Any) -> JobResult:
                 "fit_s": fit_seconds,
                 "mlflow_s": logger.mlflow_seconds,
                 "mlflow_blocking_s": logger.blocking_seconds,
+                "mlflow_blocking_fit_s": blocked_in_fit,
             },
         )
     except UserError as exc:

@@ -145,7 +145,9 @@ def test_cancel_running_job_stops_ray_work(stack: Stack) -> None:
     assert r.status_code == 202 and r.json()["cancel_requested"]
     job = stack.wait(job_id, {"cancelled", "succeeded", "failed"}, timeout=90)
     assert job["state"] == "cancelled"
-    # Ray really stopped it: progress no longer advances.
+    # Ray really stopped it: no process runs the job any more, progress no longer advances.
+    out = subprocess.run(["pgrep", "-f", f"fovea-job-{job_id}"], capture_output=True, text=True)
+    assert out.stdout.strip() == "", out.stdout
     p1 = stack.http.get(f"/jobs/{job_id}").json()["progress"]
     time.sleep(3)
     assert stack.http.get(f"/jobs/{job_id}").json()["progress"] == p1

@@ -144,3 +144,34 @@ def stratified_split(
         val.extend(members[:n_val].tolist())
         train.extend(members[n_val:].tolist())
     return sorted(train), sorted(val)
+
+
+def letterbox_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """(h, w) of an image resized so its long side is `size`, aspect ratio kept."""
+    scale = size / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def letterbox(images: torch.Tensor, size: int, *, fill: int = 0) -> torch.Tensor:
+    """uint8 [..., 3, H, W] -> [..., 3, size, size]: long side to `size` (antialiased),
+    padded at the bottom and right with `fill`. The whole image stays in view, which
+    dense tasks need; also used at inference, so training and serving resize alike."""
+    height, width = images.shape[-2:]
+    h, w = letterbox_size(height, width, size)
+    if (h, w) != (height, width):
+        images = F.resize(images, [h, w], antialias=True)
+    return torch.nn.functional.pad(images, (0, size - w, 0, size - h), value=fill)
+
+
+def letterbox_mask(masks: torch.Tensor, size: int, *, fill: int) -> torch.Tensor:
+    """Integer label maps [..., H, W] -> [..., size, size] with the geometry of `letterbox`:
+    nearest-neighbour at pixel centres (labels are never blended), padding = `fill`."""
+    height, width = masks.shape[-2:]
+    h, w = letterbox_size(height, width, size)
+    if (h, w) != (height, width):
+        rows = ((torch.arange(h) + 0.5) * (height / h)).long().clamp_(max=height - 1)
+        cols = ((torch.arange(w) + 0.5) * (width / w)).long().clamp_(max=width - 1)
+        masks = masks[..., rows[:, None], cols[None, :]]
+    padded = masks.new_full((*masks.shape[:-2], size, size), fill)
+    padded[..., :h, :w] = masks
+    return padded

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from fovea.tasks.base import AugmentConfig
@@ -66,3 +67,43 @@ def denormalize(images: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
     return (images * std + mean).clamp(0, 1).mul(255).round().to(torch.uint8)
+
+
+def joint_train_transform(
+    augment: AugmentConfig, *, image_size: int, ignore_index: int
+) -> v2.Compose:
+    """Image + label map (tv_tensors.Image, tv_tensors.Mask) -> float image, same-geometry
+    mask. v2 moves the mask with the image and resamples it nearest-neighbour; colour
+    jitter and noise touch only the image; pixels rotated in from outside the image are
+    `ignore_index` in the mask. Inputs are the letterboxed cache squares at image_size.
+    Random erasing is not applied: erased pixels would keep labels they no longer show.
+    """
+    steps: list[v2.Transform] = []
+    if augment.rotation_degrees > 0:
+        steps.append(
+            v2.RandomRotation(
+                augment.rotation_degrees,
+                fill={tv_tensors.Image: 0, tv_tensors.Mask: ignore_index},
+            )
+        )
+    if augment.random_resized_crop:
+        steps.append(v2.RandomResizedCrop(image_size, scale=RANDOM_CROP_SCALE, antialias=True))
+    if augment.horizontal_flip:
+        steps.append(v2.RandomHorizontalFlip())
+    if augment.color_jitter:
+        steps.append(v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3))
+    steps.append(v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True))
+    if augment.gaussian_noise:
+        steps.append(v2.GaussianNoise(sigma=NOISE_SIGMA))
+    steps.append(v2.Normalize(IMAGENET_MEAN, IMAGENET_STD))
+    return v2.Compose(steps)
+
+
+def joint_eval_transform() -> v2.Compose:
+    """Image + mask at image_size already (letterboxed cache): only scale and normalise."""
+    return v2.Compose(
+        [
+            v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
+            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
