@@ -235,7 +235,7 @@ def demo_spec(shared: Path) -> dict[str, Any]:
             "dataset": {"uri": str(flowers), "format": "imagefolder", "val_split": 0.2},
             "model": {"arch": "resnet18"},
             "train": {
-                "epochs": 4,
+                "epochs": 6,
                 "batch_size": 64,
                 "lr": 0.002,
                 "image_size": 64,

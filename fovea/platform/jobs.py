@@ -365,6 +365,18 @@ def claim_jobs(
     return claimed
 
 
+def unfit_queued_jobs(*, session: Session, total: Capacity) -> list[Job]:
+    """Queued jobs that ask for more than the whole cluster has."""
+    return list(
+        session.scalars(
+            select(Job).where(
+                Job.state == JobState.QUEUED.value,
+                (Job.cpus > total.cpus + 1e-9) | (Job.gpus > total.gpus + 1e-9),
+            )
+        )
+    )
+
+
 def renew_leases(*, session: Session, owner: str, job_ids: Sequence[str], lease: timedelta) -> None:
     if job_ids:
         session.execute(

@@ -38,6 +38,7 @@ class Scheduler:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.handles: dict[str, Handle] = {}
+        self._warned_unfit: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -167,11 +168,28 @@ class Scheduler:
                     session=session, job=job, reason=f"lease of {job.lease_owner} expired"
                 )
 
+    def _warn_unfit(self, total: svc.Capacity) -> None:
+        """Say once, in its events, why a job asking for more than the cluster has waits."""
+        with transaction(self.sessions) as session:
+            for job in svc.unfit_queued_jobs(session=session, total=total):
+                if job.id in self._warned_unfit:
+                    continue
+                self._warned_unfit.add(job.id)
+                svc.add_event(
+                    session=session,
+                    job_id=job.id,
+                    kind="waiting_for_resources",
+                    message=f"needs {job.cpus:g} CPUs and {job.gpus:g} GPUs; the Ray cluster "
+                    f"has {total.cpus:g} CPUs and {total.gpus:g} GPUs in all: it stays "
+                    "queued until the cluster grows (or cancel it)",
+                )
+
     def _dispatch(self) -> None:
         total_cpus, total_gpus = self.backend.capacity()
         used_cpus = sum(h.cpus for h in self.handles.values())
         used_gpus = sum(h.gpus for h in self.handles.values())
         free = svc.Capacity(total_cpus - used_cpus, total_gpus - used_gpus)
+        self._warn_unfit(svc.Capacity(total_cpus, total_gpus))
         if free.cpus <= 0 and free.gpus <= 0:
             return
         with transaction(self.sessions) as session:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 import traceback
@@ -173,6 +174,8 @@ def run_job(job: WorkerJob, *, board: Any) -> JobResult:
                 },
             )
         logger.close(status="FINISHED")
+        # The best weights now live in MLflow; checkpoints only serve resuming a failed run.
+        shutil.rmtree(job.checkpoint_dir, ignore_errors=True)
         reporter.push()
         return JobResult(
             status="succeeded",

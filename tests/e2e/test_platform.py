@@ -59,6 +59,7 @@ def test_train_register_and_serve(stack: Stack) -> None:
     assert job["model_name"] == "digits-e2e" and job["model_version"] == "1"
     kinds = [e["kind"] for e in job["events"]]
     assert kinds[0] == "submitted" and "model_registered" in kinds
+    assert not (stack.home / "checkpoints" / job["id"]).exists()  # weights live in MLflow now
     assert [e["to_state"] for e in job["events"] if e["kind"] == "state"] == [
         "running",
         "succeeded",
@@ -213,3 +214,17 @@ def test_killed_worker_is_retried_from_checkpoint(stack: Stack) -> None:
     skipped = [e for e in job["events"] if (e["data"] or {}).get("corrupt_images_skipped")]
     assert skipped and skipped[0]["data"]["corrupt_images_skipped"] == 1, kinds
     assert job["metrics"]["top1"] > 0.8  # chance is 1/3
+
+
+def test_job_larger_than_cluster_waits_and_says_why(stack: Stack) -> None:
+    spec = digits_spec(name="huge", resources={"cpus": 512}, register_as=None)
+    job_id = stack.http.post("/jobs", json=spec).json()["id"]
+    deadline = time.monotonic() + 30
+    kinds: list[str] = []
+    while time.monotonic() < deadline and "waiting_for_resources" not in kinds:
+        job = stack.http.get(f"/jobs/{job_id}").json()
+        kinds = [e["kind"] for e in job["events"]]
+        time.sleep(0.3)
+    assert job["state"] == "queued" and "waiting_for_resources" in kinds
+    assert "512 CPUs" in job["events"][-1]["message"]
+    assert stack.http.post(f"/jobs/{job_id}/cancel").json()["state"] == "cancelled"
