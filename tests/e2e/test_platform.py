@@ -35,12 +35,13 @@ def digits_spec(**over):  # type: ignore[no-untyped-def]
         "dataset": {"uri": "builtin://digits", "format": "imagefolder", "val_split": 0.2},
         "model": {"arch": "smallcnn"},
         "train": {
-            "epochs": 4,
+            "epochs": 6,
             "batch_size": 64,
             "lr": 0.003,
             "image_size": 32,
             "warmup_epochs": 0.5,
             "seed": 0,
+            "augment": {"horizontal_flip": False},  # digits are not mirror-symmetric
         },
         "resources": {"cpus": 1},
         "register_as": "digits-e2e",
