@@ -76,13 +76,13 @@ def submit(
         spec = yaml.safe_load(spec_file.read_text())
     except (OSError, yaml.YAMLError) as exc:
         _fail(f"cannot read {spec_file}: {exc}")
+    if not isinstance(spec, dict):
+        _fail(f"{spec_file} must hold a job spec mapping (name, task, dataset, model, train)")
     client = _client(url)
     try:
         job = client.submit(spec, idempotency_key=idempotency_key)
     except ApiError as exc:
         _fail(str(exc))
-    except Exception as exc:
-        _fail(f"cannot reach the API: {exc}")
     console.print(f"submitted job [bold]{job['id']}[/bold] ({job['state']})")
     if wait:
         _follow(client, job["id"])

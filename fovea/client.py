@@ -12,7 +12,7 @@ from fovea.config import Settings
 class ApiError(RuntimeError):
     def __init__(self, status: int, body: Any) -> None:
         message = body.get("message") if isinstance(body, dict) else str(body)
-        super().__init__(f"HTTP {status}: {message}")
+        super().__init__(f"HTTP {status}: {message}" if status else str(message))
         self.status = status
         self.body = body
 
@@ -27,7 +27,16 @@ class Client:
         return cls(base_url or settings.base_url, settings.resolve_token(create=False))
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        resp = self.http.request(method, path, **kwargs)
+        try:
+            resp = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ApiError(
+                0,
+                {
+                    "message": f"cannot reach the Fovea API at {self.http.base_url} ({exc}); "
+                    "is `fovea up` running?"
+                },
+            ) from None
         try:
             body = resp.json()
         except ValueError:
