@@ -97,6 +97,29 @@ def image_grid_png(
     return _png(fig)
 
 
+def bar_chart_png(
+    values: Mapping[str, float], *, title: str, xlabel: str, xlim: tuple[float, float] = (0, 1)
+) -> bytes:
+    """One horizontal bar per name (per-class IoU, AP, ...); NaN values are shown as "n/a"."""
+    names = list(values)
+    numbers = [float(values[n]) for n in names]
+    fig = Figure(figsize=(6, min(2 + 0.3 * len(names), 24)))
+    ax = fig.subplots()
+    positions = np.arange(len(names))
+    ax.barh(positions, np.nan_to_num(numbers), color="#4575b4")
+    span = xlim[1] - xlim[0]
+    for y, value in zip(positions, numbers, strict=True):
+        label = "n/a" if math.isnan(value) else f"{value:.2f}"
+        x = xlim[0] if math.isnan(value) else min(value, xlim[1] - 0.12 * span)
+        ax.text(x + 0.01 * span, y, label, va="center", fontsize="small")
+    ax.set_yticks(positions, names, fontsize="small")
+    ax.invert_yaxis()
+    ax.set_xlim(*xlim)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    return _png(fig, tight=True)
+
+
 def _png(fig: Figure, *, tight: bool = False) -> bytes:
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()

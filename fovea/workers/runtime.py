@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import threading
@@ -119,6 +120,7 @@ def run_job(job: WorkerJob, *, board: Any) -> JobResult:
             f"{len(data.class_names)} classes",
             {**data.stats, "train": len(data.train), "val": len(data.val)},
         )
+        torch.manual_seed(job.train.seed)  # the initial weights too follow train.seed
         model = task.build_model(model_config, num_classes=len(data.class_names))
         device = select_device("cuda" if job.gpus > 0 else "cpu")
         fit_started = time.monotonic()
@@ -225,7 +227,7 @@ def _resolve_weights(job: WorkerJob) -> ModelConfig:
         path, _card = download_weights(tracking_uri=job.tracking_uri, uri=weights, dst=dst)
     except ModelNotFoundError as exc:
         raise UserError(f"model.weights: {exc}") from None
-    return ModelConfig(arch=job.model.arch, weights=str(path))
+    return dataclasses.replace(job.model, weights=str(path))  # keeps arch and backbone
 
 
 def _params(job: WorkerJob) -> dict[str, Any]:

@@ -10,16 +10,20 @@ skipped when its shape differs, so fine-tuning on a new number of classes works.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 import torchvision
 from torch import nn
 
 from fovea.tasks.base import UserError
+from fovea.tasks.weights import (
+    is_weights_file,
+    read_weights_file,
+    torchvision_state_dict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,16 +82,17 @@ ARCHITECTURES: dict[str, Arch] = {
     "efficientnet_b0": _tv("efficientnet_b0", "classifier.1"),
     "convnext_tiny": _tv("convnext_tiny", "classifier.2"),
 }
-WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".safetensors")
 
 
 def build_classifier(*, arch: str, num_classes: int, weights: str | None = None) -> nn.Module:
     """The model for `arch` with a `num_classes` head, in training mode."""
     spec = get_arch(arch)
     model = spec.build()
-    if weights is not None and not weights.lower().endswith(WEIGHT_FILE_SUFFIXES):
+    if weights is not None and not is_weights_file(weights):
         # torchvision weights fit the original (ImageNet) head: load before replacing it
-        state, path = _torchvision_state_dict(spec, arch=arch, weights=weights)
+        state, path = torchvision_state_dict(
+            torchvision_name=spec.torchvision_name, weights=weights, arch=arch
+        )
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
@@ -96,7 +101,7 @@ def build_classifier(*, arch: str, num_classes: int, weights: str | None = None)
     if not isinstance(old_head, nn.Linear):
         raise TypeError(f"{arch}: {spec.head} is {type(old_head).__name__}, not nn.Linear")
     model.set_submodule(spec.head, nn.Linear(old_head.in_features, num_classes))
-    if weights is not None and weights.lower().endswith(WEIGHT_FILE_SUFFIXES):
+    if weights is not None and is_weights_file(weights):
         _load_file_weights(model, spec, path=Path(weights), arch=arch)
     return model.train()
 
@@ -107,45 +112,9 @@ def get_arch(arch: str) -> Arch:
     return ARCHITECTURES[arch]
 
 
-def torchvision_cache_path(url: str) -> Path:
-    """Where torch.hub keeps the file downloaded from `url`."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
-
-
-def _torchvision_state_dict(
-    spec: Arch, *, arch: str, weights: str
-) -> tuple[dict[str, torch.Tensor], Path]:
-    if "/" in weights or "\\" in weights:
-        raise UserError(
-            f"model.weights file {weights!r} must end with one of {WEIGHT_FILE_SUFFIXES}"
-        )
-    if spec.torchvision_name is None:
-        raise UserError(
-            f"model.weights {weights!r}: {arch} has no torchvision weights; use None or a "
-            f"local file ({', '.join(WEIGHT_FILE_SUFFIXES)})"
-        )
-    enum = torchvision.models.get_model_weights(spec.torchvision_name)
-    enum_name, _, member = weights.rpartition(".")
-    if enum_name not in ("", enum.__name__) or member not in ("DEFAULT", *enum.__members__):
-        valid = ["DEFAULT", *(f"{enum.__name__}.{m}" for m in enum.__members__)]
-        raise UserError(f"model.weights {weights!r} do not fit {arch}; valid: {valid}")
-    chosen = enum.DEFAULT if member == "DEFAULT" else enum[member]
-    path = torchvision_cache_path(chosen.url)
-    if not path.is_file():
-        raise UserError(
-            f"model.weights {weights!r} ({chosen}) are not in the local torch hub cache and "
-            f"this machine appears offline, so they cannot be downloaded; expected the file "
-            f"{path} (put it there, or train with weights=None)"
-        )
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True), path
-    except Exception as exc:  # truncated download, wrong file under the expected name
-        raise UserError(f"cannot load cached weights {path}: {exc}; delete the file") from exc
-
-
 def _load_file_weights(model: nn.Module, spec: Arch, *, path: Path, arch: str) -> None:
     """Load a local weights file; only the head may be missing or differently shaped."""
-    state = _read_weights_file(path)
+    state = read_weights_file(path)
     own = model.state_dict()
     head_prefix = spec.head + "."
     skipped = [k for k, v in state.items() if k in own and v.shape != own[k].shape]
@@ -170,35 +139,3 @@ def _load_file_weights(model: nn.Module, spec: Arch, *, path: Path, arch: str) -
             spec.head,
             "shape differs" if skipped else "absent from the file",
         )
-
-
-def _read_weights_file(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise UserError(f"model.weights file {path} does not exist")
-    try:
-        if path.suffix.lower() == ".safetensors":
-            from safetensors.torch import load_file
-
-            raw: object = load_file(str(path), device="cpu")
-        else:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, bad headers, truncation: all the user's file
-        raise UserError(f"cannot load model.weights file {path}: {exc}") from exc
-    if isinstance(raw, Mapping):
-        for key in ("state_dict", "model"):
-            if isinstance(raw.get(key), Mapping):
-                raw = raw[key]
-                break
-    if not isinstance(raw, Mapping) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
-        raise UserError(
-            f"model.weights file {path} is not a state dict (name -> tensor), nor a dict "
-            "holding one under 'state_dict' or 'model'"
-        )
-    # weights saved from DistributedDataParallel or torch.compile carry a prefix
-    return {_strip_prefixes(str(k)): v for k, v in raw.items()}
-
-
-def _strip_prefixes(key: str) -> str:
-    for prefix in ("module.", "_orig_mod."):
-        key = key.removeprefix(prefix)
-    return key

@@ -28,6 +28,7 @@ from fovea.tasks.classification.metrics import (
 )
 from fovea.tasks.classification.model import ARCHITECTURES, build_classifier
 from fovea.tasks.data.cache import resize_and_center_crop, resize_size_for
+from fovea.tasks.data.images import as_nchw_rgb
 from fovea.tasks.data.transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize, eval_transform
 from fovea.tasks.plots import confusion_matrix_png
 
@@ -139,7 +140,7 @@ class ClassificationTask:
         self, model: nn.Module, card: Mapping[str, Any], images: np.ndarray
     ) -> dict[str, np.ndarray]:
         """uint8 [N, H, W, 3|4|1] or [N, H, W] -> class_id int64 [N], probabilities [N, C]."""
-        pixels = _as_nchw_rgb(images)
+        pixels = as_nchw_rgb(images)
         preprocess = eval_transform(
             image_size=card["image_size"], mean=card["mean"], std=card["std"]
         )
@@ -156,18 +157,3 @@ class ClassificationTask:
             "class_id": probabilities.argmax(dim=1).numpy().astype(np.int64),
             "probabilities": probabilities.numpy().astype(np.float32),
         }
-
-
-def _as_nchw_rgb(images: np.ndarray) -> torch.Tensor:
-    """uint8 NHW / NHWC (C = 1, 3 or 4) -> uint8 [N, 3, H, W]; alpha dropped."""
-    array = np.asarray(images)
-    if array.dtype != np.uint8:
-        raise UserError(f"images must be uint8, got {array.dtype}")
-    if array.ndim == 3:
-        array = array[..., None]
-    if array.ndim != 4 or array.shape[-1] not in (1, 3, 4):
-        raise UserError(f"images must be NHW or NHWC with 1, 3 or 4 channels, got {array.shape}")
-    pixels = torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2)  # [N, C, H, W]
-    if pixels.shape[1] == 1:
-        return pixels.expand(-1, 3, -1, -1)
-    return pixels[:, :3]

@@ -52,7 +52,9 @@ def load_digits(*, image_size: int, val_split: float, seed: int) -> SplitImages:
     return SplitImages(everything.subset(train_idx), everything.subset(val_idx), stats)
 
 
-def load_shapes(*, image_size: int, n: int, size: int | None, seed: int, max_shapes: int) -> ShapesData:
+def load_shapes(
+    *, image_size: int, n: int, size: int | None, seed: int, max_shapes: int
+) -> ShapesData:
     """`n` generated images (see shapes.py) at `size` pixels, by default the training size.
 
     The split is left to the task (with the job's seed); `seed` here fixes the images, so
@@ -104,7 +106,7 @@ BUILTINS: dict[str, Builtin] = {
 
 
 def parse_builtin_uri(uri: str) -> tuple[str, dict[str, int | None]]:
-    """"builtin://<name>[?k=v&...]" -> (name, every parameter with defaults filled).
+    """ "builtin://<name>[?k=v&...]" -> (name, every parameter with defaults filled).
 
     Raises UserError naming the unknown dataset, or the parameter and what is wrong with it.
     """
@@ -139,8 +141,7 @@ def parse_builtin_uri(uri: str) -> tuple[str, dict[str, int | None]]:
             raise UserError(f"{uri!r}: {key} must be an integer, got {given[key]!r}") from None
         if not param.low <= value <= param.high:
             raise UserError(
-                f"{uri!r}: {key} must be in [{param.low}, {param.high}] ({param.help}), "
-                f"got {value}"
+                f"{uri!r}: {key} must be in [{param.low}, {param.high}] ({param.help}), got {value}"
             )
         params[key] = value
     return name, params

@@ -10,6 +10,7 @@ annotations are kept (pure background), as are crowd (`iscrowd`) regions, which 
 from __future__ import annotations
 
 import json
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,7 +101,9 @@ def semantic_mask(
                     f"annotation {annotation.get('id')} of {item.image.name}: RLE size "
                     f"{rle['size']} differs from the image's {[height, width]}"
                 )
-            pixels = mask_utils.decode(rle).astype(bool)  # [H, W]
+            with warnings.catch_warnings():  # pycocotools' own numpy 2 deprecation notice
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pixels = mask_utils.decode(rle).astype(bool)  # [H, W]
         except (TypeError, KeyError, ValueError) as exc:
             raise UserError(
                 f"annotation {annotation.get('id')} of {item.image.name}: unreadable "

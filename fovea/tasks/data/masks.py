@@ -26,8 +26,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from fovea.tasks.base import UserError
-from fovea.tasks.data.images import IMAGE_SUFFIXES, CorruptImageError, ImageTooLargeError
 from fovea.tasks.data.imagefolder import VAL_FOLDERS
+from fovea.tasks.data.images import IMAGE_SUFFIXES, CorruptImageError, ImageTooLargeError
 
 IMAGE_DIRS = ("images", "image", "imgs", "img", "jpegimages")
 MASK_DIRS = ("masks", "mask", "labels", "label", "annotations", "segmentationclass", "gt")
@@ -151,7 +151,9 @@ class ValueMap:
         labels = self.lut[values]
         if (labels < 0).any():
             unknown, counts = np.unique(values[labels < 0], return_counts=True)
-            shown = ", ".join(f"{v} ({c} pixels)" for v, c in zip(unknown[:5], counts[:5], strict=True))
+            shown = ", ".join(
+                f"{v} ({c} pixels)" for v, c in zip(unknown[:5], counts[:5], strict=True)
+            )
             raise UserError(
                 f"mask {path} has value(s) {shown} not in dataset.class_map "
                 f"{self.class_map} (and not dataset.ignore_index {self.ignore_index})"
@@ -167,9 +169,10 @@ class ValueMap:
             raise UserError(f"masks under {root} hold no labelled pixels")
         count = labels[-1] + 1
         if count > 2 * len(labels) and count > 8:
+            shown = f"{labels[:10]}{'...' if len(labels) > 10 else ''}"
             raise UserError(
-                f"masks under {root} hold the values {labels[:10]}{'...' if len(labels) > 10 else ''}"
-                f", which look like a value mask, not class indices 0..{count - 1}; give "
+                f"masks under {root} hold the values {shown}, which look like a value mask, "
+                f"not class indices 0..{count - 1}; give "
                 "dataset.class_map, e.g. {"
                 + ", ".join(f"{v}: 'class{i}'" for i, v in enumerate(labels[:3]))
                 + "}"
@@ -228,7 +231,9 @@ def _image_and_mask_dirs(folder: Path) -> tuple[Path, Path]:
 
 def _subdirs(folder: Path) -> dict[str, Path]:
     return {
-        p.name.lower(): p for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")
+        p.name.lower(): p
+        for p in sorted(folder.iterdir())
+        if p.is_dir() and not p.name.startswith(".")
     }
 
 

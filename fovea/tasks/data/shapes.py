@@ -23,7 +23,7 @@ from fovea.tasks.data.cache import check_cache_fits
 SHAPE_CLASSES = ("circle", "square", "triangle")
 MIN_SIZE = 16
 GAP = 2  # pixels kept free between two shapes
-RADIUS_RANGE = (0.09, 0.2)  # of the image side: shape "radius" (circumradius, half side)
+RADIUS_RANGE = (0.12, 0.25)  # of the image side: shape "radius" (circumradius, half side)
 MIN_COLOUR_DISTANCE = 110.0  # RGB distance between a shape and its background's mean
 PLACEMENT_TRIES = 60
 
@@ -127,7 +127,10 @@ def _triangle(
     """Equilateral, vertices on the bounding circle, at a random rotation."""
     angle = float(rng.uniform(0, 2 * math.pi))
     vertices = [
-        (radius * math.cos(angle + k * 2 * math.pi / 3), radius * math.sin(angle + k * 2 * math.pi / 3))
+        (
+            radius * math.cos(angle + k * 2 * math.pi / 3),
+            radius * math.sin(angle + k * 2 * math.pi / 3),
+        )
         for k in range(3)
     ]
     inside = np.ones(dx.shape, dtype=bool)
@@ -143,7 +146,7 @@ _SHAPES = (_circle, _square, _triangle)  # indexed by class id, in SHAPE_CLASSES
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     """float [S, S, 3]: two close colours blended by a random texture, plus pixel noise."""
     base = rng.uniform(30, 225, size=3)
-    other = np.clip(base + rng.uniform(-70, 70, size=3), 0, 255)
+    other = np.clip(base + rng.uniform(-40, 40, size=3), 0, 255)
     ys, xs = np.mgrid[0:size, 0:size] / size
     kind = int(rng.integers(4))
     angle = rng.uniform(0, 2 * math.pi)

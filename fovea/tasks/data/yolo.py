@@ -92,7 +92,8 @@ def read_labels(path: Path, *, num_classes: int) -> list[YoloObject]:
                 f"({num_classes} names)"
             )
         if not np.isfinite(coords).all() or (
-            coords.size and (coords.min() < -COORDINATE_SLACK or coords.max() > 1 + COORDINATE_SLACK)
+            coords.size
+            and (coords.min() < -COORDINATE_SLACK or coords.max() > 1 + COORDINATE_SLACK)
         ):
             raise UserError(
                 f"{path}, line {number}: coordinates must be normalised to [0, 1], got "

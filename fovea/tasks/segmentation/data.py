@@ -37,11 +37,18 @@ from fovea.tasks.data.cache import (
 )
 from fovea.tasks.data.coco import CocoItem, read_coco_dataset, semantic_mask
 from fovea.tasks.data.images import CorruptImageError, ImageTooLargeError, open_image
-from fovea.tasks.data.masks import MaskPair, ValueMap, check_ignore_index, find_mask_pairs, read_mask
+from fovea.tasks.data.masks import (
+    MaskPair,
+    ValueMap,
+    check_ignore_index,
+    find_mask_pairs,
+    read_mask,
+)
 from fovea.tasks.data.transforms import joint_eval_transform, joint_train_transform
 from fovea.tasks.data.yolo import YoloItem, read_labels, read_yolo_dataset
 
 BACKGROUND = "background"
+IGNORE_INDEX = -100  # unlabeled pixels in batches (PyTorch's cross-entropy default)
 MAX_REPORTED_EXAMPLES = 10
 
 
@@ -67,11 +74,18 @@ class SegmentationSplit:
 
 
 class SegmentationDataset(Dataset):
-    """Cached squares -> (float [3, S, S] normalised, int64 [S, S] class indices)."""
+    """Cached squares -> (float [3, S, S] normalised, int64 [S, S] class indices).
 
-    def __init__(self, data: MaskedImages, *, transform: Callable[..., tuple]) -> None:
+    Unlabeled pixels, `ignore_index` in the cache (the value the files use), come out as
+    IGNORE_INDEX, so losses and metrics need not know the dataset's convention.
+    """
+
+    def __init__(
+        self, data: MaskedImages, *, transform: Callable[..., tuple], ignore_index: int
+    ) -> None:
         self.data = data
         self.transform = transform
+        self.ignore_index = ignore_index
 
     def __len__(self) -> int:
         return len(self.data)
@@ -80,7 +94,9 @@ class SegmentationDataset(Dataset):
         image, mask = self.transform(
             tv_tensors.Image(self.data.images[index]), tv_tensors.Mask(self.data.masks[index])
         )
-        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor).long()
+        labels = mask.as_subclass(torch.Tensor).long()
+        labels[labels == self.ignore_index] = IGNORE_INDEX
+        return image.as_subclass(torch.Tensor), labels
 
 
 def build_segmentation_data(config: DataConfig, *, events: EventSink) -> DataBundle:
@@ -100,9 +116,10 @@ def build_segmentation_data(config: DataConfig, *, events: EventSink) -> DataBun
     train_transform = joint_train_transform(
         config.augment, image_size=config.image_size, ignore_index=config.ignore_index
     )
+    ignore = config.ignore_index
     return DataBundle(
-        train=SegmentationDataset(split.train, transform=train_transform),
-        val=SegmentationDataset(split.val, transform=joint_eval_transform()),
+        train=SegmentationDataset(split.train, transform=train_transform, ignore_index=ignore),
+        val=SegmentationDataset(split.val, transform=joint_eval_transform(), ignore_index=ignore),
         class_names=split.class_names,
         stats=split.stats,
     )
