@@ -29,6 +29,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/detection.py
+	$(BIN)/python bench/segmentation.py
 
 clean:
 	rm -rf .fovea

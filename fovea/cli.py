@@ -167,6 +167,37 @@ def models(
     console.print_json(json.dumps(body, default=str))
 
 
+@app.command()
+def export(
+    model_uri: Annotated[str, typer.Argument(help="models:/<name>@<alias> or models:/<name>/<v>")],
+    output: Annotated[Path, typer.Argument(help="the .onnx file to write")],
+) -> None:
+    """Export a registered model to ONNX (the model card travels in the file's metadata)."""
+    import tempfile
+
+    from safetensors.torch import load_file
+
+    from fovea.tasks import get_task
+    from fovea.tasks.export import export_onnx
+    from fovea.tracking import ModelNotFoundError, download_weights
+
+    settings = Settings()
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            weights, card = download_weights(
+                tracking_uri=settings.tracking_uri, uri=model_uri, dst=Path(tmp)
+            )
+        except ModelNotFoundError as exc:
+            _fail(str(exc))
+        task = get_task(card["task"])
+        model = task.load_for_inference(card, load_file(str(weights)))
+        path = export_onnx(task, model, card, output)
+    console.print(
+        f"wrote {path} ({card['task']}, {card.get('arch')}, "
+        f"input [N, 3, {card['image_size']}, {card['image_size']}])"
+    )
+
+
 def _print_job(job: dict[str, Any]) -> None:
     colour = {"succeeded": "green", "failed": "red", "cancelled": "yellow"}.get(
         job["state"], "cyan"

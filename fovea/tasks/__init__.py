@@ -18,9 +18,13 @@ from fovea.tasks.base import (
     no_events,
 )
 from fovea.tasks.classification import ClassificationTask
+from fovea.tasks.detection import DetectionTask
+from fovea.tasks.segmentation import SegmentationTask
 
 TASKS: dict[str, type[Task]] = {
     "classification": ClassificationTask,
+    "detection": DetectionTask,
+    "segmentation": SegmentationTask,
 }
 
 

@@ -56,11 +56,41 @@ def per_image_frame(arrays: Mapping[str, np.ndarray], card: Mapping[str, Any]) -
     Python (a list for boxes or a mask), so the frame serialises to JSON for serving.
 
     Fits detection ("boxes" [N][K, 4], "scores" [N][K], "labels" [N][K]: padded arrays or
-    object arrays of per-image arrays) and segmentation ("mask" [N, H, W])."""
+    object arrays of per-image arrays)."""
     columns: dict[str, list[Any]] = {}
     for key, values in arrays.items():
         columns[key] = [np.asarray(item).tolist() for item in values]
     return pd.DataFrame(columns)
+
+
+def detection_frame(arrays: Mapping[str, np.ndarray], card: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per image; columns boxes (list of [x1, y1, x2, y2] in pixels of the input
+    image), scores (list), labels (list of class ids), class_names (list of names), each
+    list holding that image's detections best first (padding of predict_arrays removed)."""
+    names = list(card.get("class_names") or [])
+    counts = [int(n) for n in np.asarray(arrays["num_detections"]).tolist()]
+    rows: dict[str, list[Any]] = {"boxes": [], "scores": [], "labels": [], "class_names": []}
+    for i, count in enumerate(counts):
+        labels = np.asarray(arrays["labels"][i], dtype=np.int64)[:count].tolist()
+        rows["boxes"].append(np.asarray(arrays["boxes"][i], dtype=np.float64)[:count].tolist())
+        rows["scores"].append(np.asarray(arrays["scores"][i], dtype=np.float64)[:count].tolist())
+        rows["labels"].append(labels)
+        rows["class_names"].append([names[k] if 0 <= k < len(names) else str(k) for k in labels])
+    return pd.DataFrame(rows)
+
+
+def segmentation_frame(arrays: Mapping[str, np.ndarray], card: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per image; columns mask (H lists of W class indices: the image's class-index
+    mask at its input resolution) and classes (names of the classes present, by index)."""
+    masks = np.asarray(arrays["mask"], dtype=np.int64)  # [N, H, W]
+    names = list(card.get("class_names") or [])
+    present = [np.unique(mask).tolist() for mask in masks]
+    return pd.DataFrame(
+        {
+            "mask": [mask.tolist() for mask in masks],
+            "classes": [[names[i] if 0 <= i < len(names) else str(i) for i in p] for p in present],
+        }
+    )
 
 
 # Task name -> how its predict_arrays output becomes the returned frame. A task missing
@@ -78,8 +108,21 @@ OUTPUT_FORMATS: dict[str, OutputFormat] = {
             ]
         ),
     ),
-    "detection": PER_IMAGE,
-    "segmentation": PER_IMAGE,
+    "detection": OutputFormat(
+        frame=detection_frame,
+        schema=Schema(
+            [
+                ColSpec(Array(Array("double")), "boxes"),
+                ColSpec(Array("double"), "scores"),
+                ColSpec(Array("long"), "labels"),
+                ColSpec(Array("string"), "class_names"),
+            ]
+        ),
+    ),
+    "segmentation": OutputFormat(
+        frame=segmentation_frame,
+        schema=Schema([ColSpec(Array(Array("long")), "mask"), ColSpec(Array("string"), "classes")]),
+    ),
 }
 
 

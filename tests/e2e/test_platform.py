@@ -95,6 +95,24 @@ def test_train_register_and_serve(stack: Stack) -> None:
     probs = np.array(out["probs"])
     assert probs.shape == (40, 10) and np.allclose(probs.sum(1), 1, atol=1e-4)
 
+    # `fovea export` writes the champion as ONNX that onnxruntime runs.
+    import onnxruntime as ort
+
+    onnx_path = stack.home / "digits.onnx"
+    proc = subprocess.run(
+        [sys.executable, "-m", "fovea", "export", "models:/digits-e2e@champion", str(onnx_path)],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(
+        None, {session.get_inputs()[0].name: np.zeros((3, 3, 32, 32), np.float32)}
+    )
+    assert logits.shape == (3, 10)
+
     # A worse model (1 epoch, tiny lr) registers as v2 but does not take the champion alias.
     worse = digits_spec(train={"epochs": 1, "lr": 1e-5, "image_size": 32, "warmup_epochs": 0})
     job2 = stack.wait(stack.http.post("/jobs", json=worse).json()["id"], {"succeeded", "failed"})

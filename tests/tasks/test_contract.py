@@ -18,6 +18,14 @@ TINY = {
         DataConfig(uri="builtin://digits", format="builtin", image_size=16),
         ModelConfig(arch="smallcnn"),
     ),
+    "detection": (
+        DataConfig(uri="builtin://shapes?n=200", format="builtin", image_size=64),
+        ModelConfig(arch="yolo_n", backbone="tiny"),
+    ),
+    "segmentation": (
+        DataConfig(uri="builtin://shapes?n=200", format="builtin", image_size=32),
+        ModelConfig(arch="unet", backbone="tiny"),
+    ),
 }
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

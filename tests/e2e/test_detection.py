@@ -1,0 +1,152 @@
+"""End to end: a detection job through the real API, Ray worker, engine and MLflow."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.support import Stack
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("e2e-detection")
+    data = root / "data"
+    data.mkdir()
+    s = Stack(root / "home", data)
+    s.start()
+    yield s
+    s.stop()
+
+
+def shapes_spec(**over):  # type: ignore[no-untyped-def]
+    spec = {
+        "name": "shapes-det",
+        "task": "detection",
+        # 800 images of 64 px, 1 to 3 shapes each: 640 for training, 160 to validate
+        "dataset": {"uri": "builtin://shapes?n=800&size=64", "val_split": 0.2},
+        "model": {"arch": "yolo_n", "backbone": "tiny"},
+        "train": {
+            "epochs": 10,
+            "batch_size": 32,
+            "lr": 0.003,
+            "weight_decay": 0.01,
+            "image_size": 64,
+            "warmup_epochs": 1,
+            "early_stopping_patience": None,
+            "seed": 0,
+        },
+        "resources": {"cpus": 1},
+        "register_as": "shapes-det",
+    }
+    spec.update(over)
+    return spec
+
+
+def test_detection_job_trains_registers_and_serves(stack: Stack) -> None:
+    r = stack.http.post("/jobs", json=shapes_spec())
+    assert r.status_code == 201, r.text
+    job = stack.wait(r.json()["id"], {"succeeded", "failed", "cancelled"}, timeout=600)
+    assert job["state"] == "succeeded", (job["error"], job["events"])
+    metrics = job["metrics"]
+    print("detection e2e metrics:", {k: round(v, 3) for k, v in metrics.items()})
+    assert metrics["map_50"] > 0.5, metrics
+    assert 0 < metrics["map"] <= metrics["map_50"]
+    assert {"map_75", "mar_100", "ap/circle", "ap/square", "ap/triangle"} <= set(metrics)
+    assert job["model_name"] == "shapes-det" and job["model_version"] == "1"
+    data_event = next(e for e in job["events"] if e["kind"] == "data")
+    assert data_event["data"]["train"] == 640 and data_event["data"]["boxes"] > 800
+
+    # artifacts: PR curves and drawn validation images next to the training curves
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri="sqlite:///" + str(stack.home / "mlflow.db"))
+    names = {a.path.rsplit("/", 1)[-1] for a in _all_artifacts(client, job["mlflow_run_id"])}
+    assert {"pr_curves.png", "val_predictions.png", "per_class_ap.json"} <= names
+
+    # plain MLflow in a fresh process: boxes, scores and labels per image
+    from fovea.tasks.data.shapes import generate_shapes
+
+    shapes = generate_shapes(count=6, size=64, seed=999)  # images no job has seen
+    np.save(stack.home / "shapes.npy", shapes.images.permute(0, 2, 3, 1).numpy())
+    code = textwrap.dedent(f"""
+        import json, numpy as np, mlflow
+        mlflow.set_tracking_uri({("sqlite:///" + str(stack.home / "mlflow.db"))!r})
+        m = mlflow.pyfunc.load_model("models:/shapes-det@champion")
+        out = m.predict(np.load({str(stack.home / "shapes.npy")!r}))
+        print(json.dumps({{k: out[k].tolist() for k in out.columns}}))
+    """)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=stack.home
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(out) == {"boxes", "scores", "labels", "class_names"} and len(out["boxes"]) == 6
+    # most true shapes are found: a confident box of the right class overlapping it well
+    found = total = 0
+    for i in range(6):
+        predicted = np.array(out["boxes"][i]).reshape(-1, 4)
+        for box, label in zip(shapes.boxes[i].numpy(), shapes.labels[i].tolist(), strict=True):
+            total += 1
+            same = [j for j, k in enumerate(out["labels"][i]) if k == label]
+            found += any(_iou(box, predicted[j]) > 0.5 for j in same)
+    assert found / total >= 0.6, (found, total, out)
+
+    # `fovea export`: the registered model as ONNX, decoding included (NMS left out)
+    onnx_path = stack.home / "shapes-det.onnx"
+    proc = subprocess.run(
+        [sys.executable, "-m", "fovea", "export", "models:/shapes-det@champion", str(onnx_path)],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    boxes, scores = session.run(None, {"images": np.zeros((2, 3, 64, 64), np.float32)})
+    assert boxes.shape == (2, 64 + 16 + 4, 4) and scores.shape == (2, 84, 3)
+
+
+def test_unparseable_voc_fails_the_job_with_path_and_line(stack: Stack) -> None:
+    root = Path(stack.env["FOVEA_DATA_ROOTS"]) / "broken-voc"
+    (root / "Annotations").mkdir(parents=True)
+    (root / "JPEGImages").mkdir()
+    (root / "Annotations" / "a.xml").write_text("<annotation>\n<object>\n</annotation>\n")
+    spec = shapes_spec(
+        name="broken",
+        dataset={"uri": str(root), "format": "voc"},
+        register_as=None,
+        max_retries=2,
+    )
+    job = stack.wait(stack.http.post("/jobs", json=spec).json()["id"], {"failed", "succeeded"})
+    assert job["state"] == "failed" and job["attempt"] == 1  # a user error: never retried
+    assert "a.xml, line 3" in job["error"]
+
+
+def test_unknown_detection_arch_is_rejected_at_submit(stack: Stack) -> None:
+    r = stack.http.post("/jobs", json=shapes_spec(model={"arch": "yolo_x", "backbone": "tiny"}))
+    assert r.status_code == 422 and "yolo_n" in r.text
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return float(w * h / union) if union > 0 else 0.0
+
+
+def _all_artifacts(client, run_id: str, path: str | None = None) -> list:  # type: ignore[no-untyped-def]
+    found = []
+    for item in client.list_artifacts(run_id, path):
+        found += _all_artifacts(client, run_id, item.path) if item.is_dir else [item]
+    return found
