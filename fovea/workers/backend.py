@@ -113,6 +113,9 @@ class RayBackend:
                 # Embedded default: a local Ray on loopback only (token auth stays on).
                 kwargs.update(num_cpus=num_cpus, num_gpus=num_gpus, _node_ip_address="127.0.0.1")
                 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+                # Ray runs workers at nice 15, so on a small machine every burst of the
+                # control plane (raylet, this process) preempts training; run them at 0.
+                os.environ.setdefault("RAY_worker_niceness", "0")
             ray.init(**kwargs)
         self.cancel_grace_s = cancel_grace_s
         try:
