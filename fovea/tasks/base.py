@@ -113,6 +113,23 @@ class TrainConfig:
                 raise UserError(f"train.{name} must be {wanted}, got {getattr(self, name)!r}")
 
 
+def merge_loss_weights(
+    weights: Mapping[str, float] | None, *, defaults: Mapping[str, float], task: str
+) -> dict[str, float]:
+    """TrainConfig.loss_weights over a task's defaults: unknown names and negative values
+    are a UserError naming them; names not given keep their default."""
+    merged = dict(defaults)
+    for name, value in (weights or {}).items():
+        if name not in defaults:
+            raise UserError(
+                f"train.loss_weights: unknown {task} loss {name!r}; valid: {', '.join(defaults)}"
+            )
+        if not value >= 0:
+            raise UserError(f"train.loss_weights.{name} must be >= 0, got {value}")
+        merged[name] = float(value)
+    return merged
+
+
 class EventSink(Protocol):
     """Where tasks and the engine report things a user should see in the job's events."""
 

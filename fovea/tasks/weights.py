@@ -7,14 +7,18 @@ error); a local .pt/.pth/.safetensors file loads without unpickling code.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
 import torchvision
+from torch import nn
 
 from fovea.tasks.base import UserError
+
+log = logging.getLogger(__name__)
 
 WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".safetensors")
 
@@ -86,6 +90,60 @@ def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
         )
     # weights saved from DistributedDataParallel or torch.compile carry a prefix
     return {_strip_prefixes(str(k)): v for k, v in raw.items()}
+
+
+def load_with_fresh_head(
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    *,
+    head_prefix: str,
+    source: Path,
+    name: str,
+    hint: str = "",
+) -> None:
+    """Load `state` into `model`; only parameters under `head_prefix` may be missing or
+    differently shaped (fine-tuning on another number of classes keeps a fresh head).
+    Anything else wrong is a UserError naming the file and a few offending keys."""
+    own = model.state_dict()
+    skipped = [k for k, v in state.items() if k in own and v.shape != own[k].shape]
+    unexpected = [k for k in state if k not in own]
+    missing = [k for k in own if k not in state]
+    bad_skipped = [k for k in skipped if not k.startswith(head_prefix)]
+    bad_missing = [k for k in missing if not k.startswith(head_prefix)]
+    if bad_skipped or bad_missing or unexpected:
+        raise UserError(
+            f"weights file {source} does not fit {name}: "
+            f"{len(bad_missing)} missing, {len(unexpected)} unexpected and "
+            f"{len(bad_skipped)} differently shaped parameters outside the head "
+            f"{head_prefix.rstrip('.')!r}, e.g. {(bad_missing + unexpected + bad_skipped)[:5]}"
+            + (f" {hint}" if hint else "")
+        )
+    model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
+    if skipped or missing:
+        log.info(
+            "loaded %s into %s; head %r kept freshly initialised (%s)",
+            source,
+            name,
+            head_prefix.rstrip("."),
+            "shape differs" if skipped else "absent from the file",
+        )
+
+
+def load_classifier_body(
+    body: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    *,
+    classifier_prefixes: tuple[str, ...],
+    source: str,
+    part: str,
+) -> None:
+    """A torchvision classifier's state dict into a backbone / encoder built from it, its
+    classifier layers left out."""
+    kept = {k: v for k, v in state.items() if not k.startswith(classifier_prefixes)}
+    try:
+        body.load_state_dict(kept)
+    except RuntimeError as exc:
+        raise UserError(f"weights {source} do not fit the {part}: {exc}") from exc
 
 
 def _strip_prefixes(key: str) -> str:

@@ -9,7 +9,6 @@ skipped when its shape differs, so fine-tuning on a new number of classes works.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +20,10 @@ from torch import nn
 from fovea.tasks.base import UserError
 from fovea.tasks.weights import (
     is_weights_file,
+    load_with_fresh_head,
     read_weights_file,
     torchvision_state_dict,
 )
-
-log = logging.getLogger(__name__)
 
 
 class SmallCNN(nn.Module):
@@ -114,28 +112,10 @@ def get_arch(arch: str) -> Arch:
 
 def _load_file_weights(model: nn.Module, spec: Arch, *, path: Path, arch: str) -> None:
     """Load a local weights file; only the head may be missing or differently shaped."""
-    state = read_weights_file(path)
-    own = model.state_dict()
-    head_prefix = spec.head + "."
-    skipped = [k for k, v in state.items() if k in own and v.shape != own[k].shape]
-    unexpected = [k for k in state if k not in own]
-    missing = [k for k in own if k not in state]
-    bad_skipped = [k for k in skipped if not k.startswith(head_prefix)]
-    bad_missing = [k for k in missing if not k.startswith(head_prefix)]
-    if bad_skipped or bad_missing or unexpected:
-        raise UserError(
-            f"weights file {path} does not fit model.arch {arch}: "
-            f"{len(bad_missing)} missing, {len(unexpected)} unexpected and "
-            f"{len(bad_skipped)} differently shaped parameters (outside the head "
-            f"{spec.head!r}), e.g. {(bad_missing + unexpected + bad_skipped)[:5]}"
-        )
-    loadable = {k: v for k, v in state.items() if k not in skipped}
-    model.load_state_dict(loadable, strict=False)
-    if skipped or missing:
-        log.info(
-            "loaded %s into %s; head %r kept freshly initialised (%s)",
-            path,
-            arch,
-            spec.head,
-            "shape differs" if skipped else "absent from the file",
-        )
+    load_with_fresh_head(
+        model,
+        read_weights_file(path),
+        head_prefix=spec.head + ".",
+        source=path,
+        name=f"model.arch {arch}",
+    )

@@ -13,7 +13,7 @@ import torch
 from torch.nn import functional as F
 from torchvision.ops import generalized_box_iou_loss
 
-from fovea.tasks.base import UserError
+from fovea.tasks.base import merge_loss_weights
 from fovea.tasks.detection.assigner import Assignment
 
 DEFAULT_WEIGHTS = {"cls": 1.0, "box": 2.0}  # TOOD's balance of BCE and GIoU
@@ -21,17 +21,7 @@ DEFAULT_WEIGHTS = {"cls": 1.0, "box": 2.0}  # TOOD's balance of BCE and GIoU
 
 def check_loss_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
     """TrainConfig.loss_weights for detection: keys "cls" and "box", each >= 0."""
-    merged = dict(DEFAULT_WEIGHTS)
-    for name, value in (weights or {}).items():
-        if name not in DEFAULT_WEIGHTS:
-            raise UserError(
-                f"train.loss_weights: unknown detection loss {name!r}; "
-                f"valid: {', '.join(DEFAULT_WEIGHTS)}"
-            )
-        if not value >= 0:
-            raise UserError(f"train.loss_weights.{name} must be >= 0, got {value}")
-        merged[name] = float(value)
-    return merged
+    return merge_loss_weights(weights, defaults=DEFAULT_WEIGHTS, task="detection")
 
 
 def detection_loss(

@@ -22,7 +22,6 @@ In training mode `forward(images, targets)` returns named losses; in eval mode a
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,9 +34,13 @@ from torch.nn import functional as F
 
 from fovea.tasks.base import UserError
 from fovea.tasks.detection.head import DetectionHead
-from fovea.tasks.weights import is_weights_file, read_weights_file, torchvision_state_dict
-
-log = logging.getLogger(__name__)
+from fovea.tasks.weights import (
+    is_weights_file,
+    load_classifier_body,
+    load_with_fresh_head,
+    read_weights_file,
+    torchvision_state_dict,
+)
 
 DEFAULT_BACKBONE = "resnet18"
 STRIDES = (8, 16, 32)
@@ -283,7 +286,13 @@ def build_detector(
         state, path = torchvision_state_dict(
             torchvision_name=spec.torchvision_name, weights=weights, arch=f"{arch}/{backbone}"
         )
-        _load_backbone(body, state, spec, source=str(path))
+        load_classifier_body(
+            body,
+            state,
+            classifier_prefixes=spec.classifier_prefixes,
+            source=str(path),
+            part="backbone",
+        )
     neck = PANNeck(in_channels=body.out_channels, channels=channels, depth=depth)
     head = DetectionHead(
         in_channels=channels,
@@ -298,33 +307,23 @@ def build_detector(
     return model.train()
 
 
-def _load_backbone(
-    body: nn.Module, state: dict[str, torch.Tensor], spec: Backbone, *, source: str
-) -> None:
-    kept = {k: v for k, v in state.items() if not k.startswith(spec.classifier_prefixes)}
-    try:
-        body.load_state_dict(kept)
-    except RuntimeError as exc:
-        raise UserError(f"weights {source} do not fit the backbone: {exc}") from exc
-
-
 def _load_file(model: Detector, spec: Backbone, *, path: Path, name: str) -> None:
     """A whole detector (keys "backbone.", "neck.", "head."; class logits may differ in
     shape, so fine-tuning on new classes works) or a torchvision classifier's backbone."""
     state = read_weights_file(path)
     if not any(k.startswith("backbone.") for k in state):
-        _load_backbone(model.backbone, state, spec, source=str(path))
-        return
-    own = model.state_dict()
-    skipped = [k for k, v in state.items() if k in own and v.shape != own[k].shape]
-    unexpected = [k for k in state if k not in own]
-    missing = [k for k in own if k not in state]
-    bad = [k for k in skipped + missing if not k.startswith(HEAD_PREFIX)] + unexpected
-    if bad:
-        raise UserError(
-            f"weights file {path} does not fit {name}: {len(bad)} missing, unexpected or "
-            f"differently shaped parameters outside the head, e.g. {bad[:5]}"
+        load_classifier_body(
+            model.backbone,
+            state,
+            classifier_prefixes=spec.classifier_prefixes,
+            source=str(path),
+            part="backbone",
         )
-    model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
-    if skipped or missing:
-        log.info("loaded %s into %s; parts of the head kept freshly initialised", path, name)
+        return
+    load_with_fresh_head(
+        model,
+        state,
+        head_prefix=HEAD_PREFIX,
+        source=path,
+        name=name,
+    )

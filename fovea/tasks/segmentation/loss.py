@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fovea.tasks.base import UserError
+from fovea.tasks.base import UserError, merge_loss_weights
 
 DEFAULT_WEIGHTS = {"ce": 1.0, "dice": 1.0}
 DICE_SMOOTH = 1.0  # keeps the ratio defined and smooth for classes with few pixels
@@ -61,16 +61,7 @@ def soft_dice_loss(
 
 def check_loss_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
     """train.loss_weights -> {"ce": w, "dice": w}; missing names keep their default 1."""
-    merged = dict(DEFAULT_WEIGHTS)
-    for name, value in (weights or {}).items():
-        if name not in DEFAULT_WEIGHTS:
-            raise UserError(
-                f"train.loss_weights: unknown segmentation loss {name!r}; valid: "
-                f"{', '.join(DEFAULT_WEIGHTS)}"
-            )
-        if not value >= 0:
-            raise UserError(f"train.loss_weights.{name} must be >= 0, got {value}")
-        merged[name] = float(value)
+    merged = merge_loss_weights(weights, defaults=DEFAULT_WEIGHTS, task="segmentation")
     if not any(merged.values()):
         raise UserError("train.loss_weights: at least one of ce and dice must be > 0")
     return merged

@@ -35,7 +35,13 @@ from torch.nn import functional as F
 from torchvision.ops import FeaturePyramidNetwork
 
 from fovea.tasks.base import UserError
-from fovea.tasks.weights import is_weights_file, read_weights_file, torchvision_state_dict
+from fovea.tasks.weights import (
+    is_weights_file,
+    load_classifier_body,
+    load_with_fresh_head,
+    read_weights_file,
+    torchvision_state_dict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -331,22 +337,17 @@ def build_segmenter(
         state, path = torchvision_state_dict(
             torchvision_name=spec.torchvision_name, weights=weights, arch=f"{arch}/{backbone}"
         )
-        _load_encoder(encoder, state, spec, source=str(path))
+        load_classifier_body(
+            encoder,
+            state,
+            classifier_prefixes=spec.classifier_prefixes,
+            source=str(path),
+            part="encoder",
+        )
     model = ARCHITECTURES[arch](encoder, spec, num_classes)
     if weights is not None and is_weights_file(weights):
         _load_file(model, spec, path=Path(weights), name=f"{arch}/{backbone}")
     return model.train()
-
-
-def _load_encoder(
-    encoder: nn.Module, state: dict[str, torch.Tensor], spec: Encoder, *, source: str
-) -> None:
-    """A torchvision classifier's state dict into the encoder (its classifier left out)."""
-    kept = {k: v for k, v in state.items() if not k.startswith(spec.classifier_prefixes)}
-    try:
-        encoder.load_state_dict(kept)
-    except RuntimeError as exc:
-        raise UserError(f"weights {source} do not fit the encoder: {exc}") from exc
 
 
 def _load_file(model: SegmentationModel, spec: Encoder, *, path: Path, name: str) -> None:
@@ -354,23 +355,23 @@ def _load_file(model: SegmentationModel, spec: Encoder, *, path: Path, name: str
     head may differ in shape), or a torchvision classifier of the same backbone."""
     state = read_weights_file(path)
     if not any(k.startswith("encoder.") for k in state):
-        _load_encoder(model.encoder, state, spec, source=str(path))
+        load_classifier_body(
+            model.encoder,
+            state,
+            classifier_prefixes=spec.classifier_prefixes,
+            source=str(path),
+            part="encoder",
+        )
         log.info("loaded %s into the encoder of %s", path, name)
         return
-    own = model.state_dict()
-    skipped = [k for k, v in state.items() if k in own and v.shape != own[k].shape]
-    unexpected = [k for k in state if k not in own]
-    missing = [k for k in own if k not in state]
-    bad = [k for k in skipped + missing if not k.startswith(HEAD_PREFIX)] + unexpected
-    if bad:
-        raise UserError(
-            f"weights file {path} does not fit {name}: {len(bad)} missing, unexpected or "
-            f"differently shaped parameters outside the head, e.g. {bad[:5]} (same "
-            "model.arch and model.backbone as the model that saved them?)"
-        )
-    model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
-    if skipped or missing:
-        log.info("loaded %s into %s; segmentation head kept freshly initialised", path, name)
+    load_with_fresh_head(
+        model,
+        state,
+        head_prefix=HEAD_PREFIX,
+        source=path,
+        name=name,
+        hint="(same model.arch and model.backbone as the model that saved them?)",
+    )
 
 
 def _pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
