@@ -18,10 +18,11 @@ The trade-offs, accepted on purpose:
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -68,6 +69,31 @@ class Rejected:
     too_large: bool  # else corrupt
 
 
+S = TypeVar("S")
+T = TypeVar("T")
+
+
+def decode_parallel(
+    decode: Callable[[S], T | Rejected], sources: Sequence[S]
+) -> tuple[list[int], list[T], list[Rejected]]:
+    """Run `decode` over `sources` on a small thread pool (PIL and torch release the GIL
+    while decoding and resizing); returns the kept positions, their values in order, and
+    the rejections for the caller to count and report."""
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        outcomes = list(pool.map(decode, sources))
+    kept = [i for i, outcome in enumerate(outcomes) if not isinstance(outcome, Rejected)]
+    rejected = [outcome for outcome in outcomes if isinstance(outcome, Rejected)]
+    return kept, [outcomes[i] for i in kept], rejected  # type: ignore[misc]
+
+
+def skipped_counts(rejected: Sequence[Rejected]) -> dict[str, int]:
+    """The job-event counters of files left out: unreadable vs over the pixel limit."""
+    return {
+        "corrupt_images_skipped": sum(not r.too_large for r in rejected),
+        "oversized_images_skipped": sum(r.too_large for r in rejected),
+    }
+
+
 def resize_and_center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 [..., 3, H, W] -> [..., 3, size, size]: short side to `size`, then centre crop.
 
@@ -95,7 +121,7 @@ def decode_files(
     check_cache_fits(len(paths), size)
     cache = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
 
-    def decode(position: int) -> Rejected | None:
+    def decode(position: int) -> Rejected | None:  # None: decoded into the cache
         path = paths[position]
         try:
             image = open_image(path, max_pixels=max_pixels, draft_size=size)
@@ -106,11 +132,7 @@ def decode_files(
         cache[position] = resize_and_center_crop(pil_to_tensor(image), size)
         return None
 
-    workers = min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        outcomes = list(pool.map(decode, range(len(paths))))
-    kept = [i for i, outcome in enumerate(outcomes) if outcome is None]
-    rejected = [outcome for outcome in outcomes if outcome is not None]
+    kept, _, rejected = decode_parallel(decode, range(len(paths)))
     return cache[kept] if len(kept) < len(paths) else cache, kept, rejected
 
 

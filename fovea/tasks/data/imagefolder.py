@@ -19,6 +19,7 @@ from fovea.tasks.data.cache import (
     SplitImages,
     decode_files,
     resize_size_for,
+    skipped_counts,
     stratified_split,
 )
 from fovea.tasks.data.images import IMAGE_SUFFIXES
@@ -66,8 +67,7 @@ def load_imagefolder(
 
     images, kept, rejected = decode_files(files, size=size, max_pixels=max_pixels)
     labels = torch.as_tensor(train_labels + val_labels, dtype=torch.long)[kept]
-    stats["corrupt_images_skipped"] = sum(not r.too_large for r in rejected)
-    stats["oversized_images_skipped"] = sum(r.too_large for r in rejected)
+    stats.update(skipped_counts(rejected))
     _report_rejected(rejected, events)
     if not kept:
         raise UserError(f"dataset path {root} has no readable images ({len(files)} tried)")

@@ -22,11 +22,9 @@ float32, "labels" [K] int64}); `collate` builds them.
 from __future__ import annotations
 
 import json
-import os
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +37,14 @@ from torchvision.transforms import v2
 
 from fovea.tasks.base import AugmentConfig, DataBundle, DataConfig, EventSink, UserError
 from fovea.tasks.data.builtin import get_builtin, parse_builtin_uri
-from fovea.tasks.data.cache import Rejected, check_cache_fits, letterbox, pil_to_tensor
+from fovea.tasks.data.cache import (
+    Rejected,
+    check_cache_fits,
+    decode_parallel,
+    letterbox,
+    pil_to_tensor,
+    skipped_counts,
+)
 from fovea.tasks.data.images import CorruptImageError, ImageTooLargeError, open_image
 from fovea.tasks.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from fovea.tasks.data.yolo import read_yolo_dataset
@@ -357,10 +362,7 @@ def _decode(
         scale = size / max(width, height)  # as letterbox resizes
         return letterbox(pil_to_tensor(image), size, fill=PAD_VALUE), boxes * scale, labels, mine
 
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        outcomes = list(pool.map(decode, sources))
-    kept = [i for i, o in enumerate(outcomes) if not isinstance(o, Rejected)]
-    rejected = [o for o in outcomes if isinstance(o, Rejected)]
+    kept, decoded, rejected = decode_parallel(decode, sources)
     if not kept:
         raise UserError(f"dataset path {config.uri} has no readable images ({len(sources)} tried)")
     if rejected:
@@ -371,17 +373,14 @@ def _decode(
             f"{examples[0]['path']}: {examples[0]['reason']}",
             {"skipped": len(rejected), "examples": examples},
         )
-    for i in kept:
-        counts.update(outcomes[i][3])
+    for outcome in decoded:
+        counts.update(outcome[3])
     data = BoxedImages(
-        torch.stack([outcomes[i][0] for i in kept]),
-        [torch.from_numpy(outcomes[i][1]).float() for i in kept],
-        [torch.from_numpy(outcomes[i][2]).long() for i in kept],
+        torch.stack([o[0] for o in decoded]),
+        [torch.from_numpy(o[1]).float() for o in decoded],
+        [torch.from_numpy(o[2]).long() for o in decoded],
     )
-    stats = {
-        "corrupt_images_skipped": sum(not r.too_large for r in rejected),
-        "oversized_images_skipped": sum(r.too_large for r in rejected),
-    }
+    stats = skipped_counts(rejected)
     return data, kept, stats, counts
 
 

@@ -14,9 +14,7 @@ file; unreadable files are skipped, counted and reported once, as images are.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,9 +29,11 @@ from fovea.tasks.data.builtin import get_builtin, parse_builtin_uri
 from fovea.tasks.data.cache import (
     Rejected,
     check_cache_fits,
+    decode_parallel,
     letterbox,
     letterbox_mask,
     pil_to_tensor,
+    skipped_counts,
 )
 from fovea.tasks.data.coco import CocoItem, read_coco_dataset, semantic_mask
 from fovea.tasks.data.images import CorruptImageError, ImageTooLargeError, open_image
@@ -277,11 +277,7 @@ def _decode(sources: list[_Source], *, config: DataConfig, events: EventSink) ->
         mask = letterbox_mask(torch.from_numpy(labels), size, fill=ignore)
         return letterbox(pil_to_tensor(image), size), mask
 
-    workers = min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        outcomes = list(pool.map(decode, sources))
-    kept = [i for i, o in enumerate(outcomes) if not isinstance(o, Rejected)]
-    rejected = [o for o in outcomes if isinstance(o, Rejected)]
+    kept, decoded, rejected = decode_parallel(decode, sources)
     if not kept:
         raise UserError(f"dataset path {config.uri} has no readable images ({len(sources)} tried)")
     if rejected:
@@ -293,12 +289,9 @@ def _decode(sources: list[_Source], *, config: DataConfig, events: EventSink) ->
             {"skipped": len(rejected), "examples": examples},
         )
     dtype = torch.uint8 if ignore <= 255 else torch.int32
-    images = torch.stack([outcomes[i][0] for i in kept])
-    masks = torch.stack([outcomes[i][1].to(dtype) for i in kept])
-    stats = {
-        "corrupt_images_skipped": sum(not r.too_large for r in rejected),
-        "oversized_images_skipped": sum(r.too_large for r in rejected),
-    }
+    images = torch.stack([o[0] for o in decoded])
+    masks = torch.stack([o[1].to(dtype) for o in decoded])
+    stats = skipped_counts(rejected)
     return _Decoded(MaskedImages(images, masks), kept, stats)
 
 
