@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 TOKEN = "e2e-token"
 
@@ -105,3 +108,43 @@ class Stack:
         raise AssertionError(
             f"job {job_id} not in {states} after {timeout}s: {job}\n{self.log.read_text()[-4000:]}"
         )
+
+    def predict_plain(self, model_uri: str, batches: dict[str, np.ndarray]) -> dict[str, dict]:
+        """`mlflow.pyfunc.load_model(model_uri).predict(batch)` for each named batch, in a
+        fresh Python process that imports only numpy and mlflow (as a user's client would);
+        each result comes back as {column: [one JSON value per image]}."""
+        paths = {}
+        for name, batch in batches.items():
+            paths[name] = str(self.home / f"predict-{name}.npy")
+            np.save(paths[name], batch)
+        code = textwrap.dedent(f"""
+            import json, numpy as np, mlflow
+            mlflow.set_tracking_uri({("sqlite:///" + str(self.home / "mlflow.db"))!r})
+            m = mlflow.pyfunc.load_model({model_uri!r})
+            out = {{}}
+            for name, path in {paths!r}.items():
+                frame = m.predict(np.load(path))
+                out[name] = {{c: [np.asarray(x).tolist() for x in frame[c]] for c in frame.columns}}
+            print(json.dumps(out))
+        """)
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=self.home,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    def export_onnx(self, model_uri: str, path: Path) -> None:
+        """`fovea export <model_uri> <path>` as a user runs it."""
+        proc = subprocess.run(
+            [sys.executable, "-m", "fovea", "export", model_uri, str(path)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -14,17 +10,6 @@ import pytest
 from tests.support import Stack
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("e2e-detection")
-    data = root / "data"
-    data.mkdir()
-    s = Stack(root / "home", data)
-    s.start()
-    yield s
-    s.stop()
 
 
 def shapes_spec(**over):  # type: ignore[no-untyped-def]
@@ -76,19 +61,8 @@ def test_detection_job_trains_registers_and_serves(stack: Stack) -> None:
     from fovea.tasks.data.shapes import generate_shapes
 
     shapes = generate_shapes(count=6, size=64, seed=999)  # images no job has seen
-    np.save(stack.home / "shapes.npy", shapes.images.permute(0, 2, 3, 1).numpy())
-    code = textwrap.dedent(f"""
-        import json, numpy as np, mlflow
-        mlflow.set_tracking_uri({("sqlite:///" + str(stack.home / "mlflow.db"))!r})
-        m = mlflow.pyfunc.load_model("models:/shapes-det@champion")
-        out = m.predict(np.load({str(stack.home / "shapes.npy")!r}))
-        print(json.dumps({{k: out[k].tolist() for k in out.columns}}))
-    """)
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=stack.home
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    images = shapes.images.permute(0, 2, 3, 1).numpy()
+    out = stack.predict_plain("models:/shapes-det@champion", {"shapes": images})["shapes"]
     assert set(out) == {"boxes", "scores", "labels", "class_names"} and len(out["boxes"]) == 6
     # most true shapes are found: a confident box of the right class overlapping it well
     found = total = 0
@@ -102,14 +76,7 @@ def test_detection_job_trains_registers_and_serves(stack: Stack) -> None:
 
     # `fovea export`: the registered model as ONNX, decoding included (NMS left out)
     onnx_path = stack.home / "shapes-det.onnx"
-    proc = subprocess.run(
-        [sys.executable, "-m", "fovea", "export", "models:/shapes-det@champion", str(onnx_path)],
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    stack.export_onnx("models:/shapes-det@champion", onnx_path)
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])

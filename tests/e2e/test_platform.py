@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -15,17 +13,6 @@ import pytest
 from tests.support import Stack
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("e2e")
-    data = root / "data"
-    (data / "empty" / "someclass").mkdir(parents=True)
-    s = Stack(root / "home", data)
-    s.start()
-    yield s
-    s.stop()
 
 
 def digits_spec(**over):  # type: ignore[no-untyped-def]
@@ -74,39 +61,17 @@ def test_train_register_and_serve(stack: Stack) -> None:
 
     digits = load_digits()
     images = (digits.images[-40:] * (255 / 16)).astype(np.uint8)  # NHW grey
-    np.save(stack.home / "batch.npy", images)
-    code = textwrap.dedent(f"""
-        import json, numpy as np, mlflow
-        mlflow.set_tracking_uri({("sqlite:///" + str(stack.home / "mlflow.db"))!r})
-        m = mlflow.pyfunc.load_model("models:/digits-e2e@champion")
-        out = m.predict(np.load({str(stack.home / "batch.npy")!r}))
-        print(json.dumps({{"ids": [int(x) for x in out["class_id"]],
-                          "probs": [list(map(float, p)) for p in out["probabilities"]]}}))
-    """)
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=stack.home
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    import json
-
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    accuracy = np.mean(np.array(out["ids"]) == digits.target[-40:])
-    assert accuracy >= 0.85, (accuracy, out["ids"])
-    probs = np.array(out["probs"])
+    out = stack.predict_plain("models:/digits-e2e@champion", {"digits": images})["digits"]
+    accuracy = np.mean(np.array(out["class_id"]) == digits.target[-40:])
+    assert accuracy >= 0.85, (accuracy, out["class_id"])
+    probs = np.array(out["probabilities"])
     assert probs.shape == (40, 10) and np.allclose(probs.sum(1), 1, atol=1e-4)
 
     # `fovea export` writes the champion as ONNX that onnxruntime runs.
     import onnxruntime as ort
 
     onnx_path = stack.home / "digits.onnx"
-    proc = subprocess.run(
-        [sys.executable, "-m", "fovea", "export", "models:/digits-e2e@champion", str(onnx_path)],
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    stack.export_onnx("models:/digits-e2e@champion", onnx_path)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     (logits,) = session.run(
         None, {session.get_inputs()[0].name: np.zeros((3, 3, 32, 32), np.float32)}

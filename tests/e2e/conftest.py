@@ -1,0 +1,18 @@
+"""One real `fovea up` for every end-to-end test (starting the stack costs ~15 s)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support import Stack
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("e2e")
+    data = root / "data"
+    (data / "empty" / "someclass").mkdir(parents=True)  # a dataset with no images
+    s = Stack(root / "home", data)
+    s.start()
+    yield s
+    s.stop()
