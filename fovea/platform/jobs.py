@@ -259,25 +259,22 @@ def list_jobs(
 
 
 def request_cancel(*, session: Session, job_id: str) -> Job:
-    """Queued: cancelled at once. Running: flagged; the scheduler stops the Ray work."""
-    job = get_job(session=session, job_id=job_id)
+    """Queued: cancelled at once. Running: flagged; the scheduler stops the Ray work.
+
+    The row is locked (FOR UPDATE on PostgreSQL, where claiming skips locked rows; SQLite
+    transactions are serial already), so a scheduler cannot start the job meanwhile.
+    """
+    job = session.scalar(select(Job).where(Job.id == job_id).with_for_update())
+    if job is None:
+        raise NotFound(f"no job with id {job_id!r}")
     state = job.job_state
     if state.is_terminal:
         raise InvalidTransition(f"job {job_id} already ended ({state.value}); nothing to cancel")
     if state is JobState.QUEUED:
-        # Compare-and-set so a scheduler claiming it at this instant cannot also start it.
-        claimed = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.state == JobState.QUEUED.value)
-            .values(cancel_requested=True)
-            .execution_options(synchronize_session=False)
+        return transition(
+            session=session, job=job, to=JobState.CANCELLED, message="cancelled while queued"
         )
-        session.refresh(job)
-        if claimed.rowcount == 1 and job.job_state is JobState.QUEUED:
-            return transition(
-                session=session, job=job, to=JobState.CANCELLED, message="cancelled while queued"
-            )
-    if not job.cancel_requested or job.job_state is JobState.RUNNING:
+    if not job.cancel_requested:
         job.cancel_requested = True
         add_event(
             session=session,

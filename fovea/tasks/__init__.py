@@ -1,39 +1,56 @@
 """Pure-PyTorch tasks and the shared training engine; nothing here knows Ray or MLflow.
 
-`TASKS` is the explicit list of tasks; `get_task` builds one by name.
+`TASKS` is the explicit list of tasks (in `fovea.tasks.registry`); `get_task` builds one
+by name.
+
+Importing this package does not import torch: the public names below are loaded on first
+use (PEP 562), so torch-free modules inside it (`fovea.tasks.catalog`, the dataset format
+parsers under `fovea.tasks.data`) serve the API process, which must start fast and
+without torch.
 """
 
 from __future__ import annotations
 
-from fovea.tasks.base import (
-    AugmentConfig,
-    DataBundle,
-    DataConfig,
-    EvalResult,
-    EventSink,
-    ModelConfig,
-    Task,
-    TrainConfig,
-    UserError,
-    no_events,
-)
-from fovea.tasks.classification import ClassificationTask
-from fovea.tasks.detection import DetectionTask
-from fovea.tasks.segmentation import SegmentationTask
+from typing import TYPE_CHECKING, Any
 
-TASKS: dict[str, type[Task]] = {
-    "classification": ClassificationTask,
-    "detection": DetectionTask,
-    "segmentation": SegmentationTask,
+from fovea.tasks.errors import UserError
+
+if TYPE_CHECKING:
+    from fovea.tasks.base import (
+        AugmentConfig,
+        DataBundle,
+        DataConfig,
+        EvalResult,
+        EventSink,
+        ModelConfig,
+        Task,
+        TrainConfig,
+        no_events,
+    )
+    from fovea.tasks.registry import TASKS, get_task
+
+# public name -> the module that defines it
+_LAZY = {
+    "AugmentConfig": "fovea.tasks.base",
+    "DataBundle": "fovea.tasks.base",
+    "DataConfig": "fovea.tasks.base",
+    "EvalResult": "fovea.tasks.base",
+    "EventSink": "fovea.tasks.base",
+    "ModelConfig": "fovea.tasks.base",
+    "Task": "fovea.tasks.base",
+    "TrainConfig": "fovea.tasks.base",
+    "no_events": "fovea.tasks.base",
+    "TASKS": "fovea.tasks.registry",
+    "get_task": "fovea.tasks.registry",
 }
 
 
-def get_task(name: str, *, train: TrainConfig | None = None) -> Task:
-    """A task instance; the loss-shaping fields of `train` (label smoothing, loss weights)
-    go to the task's constructor through its `from_train_config`."""
-    if name not in TASKS:
-        raise UserError(f"unknown task {name!r}; valid: {', '.join(TASKS)}")
-    return TASKS[name].from_train_config(train or TrainConfig())
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'fovea.tasks' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_LAZY[name]), name)
 
 
 __all__ = [

@@ -16,9 +16,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from fovea.tasks.errors import UserError
 
-class UserError(Exception):
-    """Bad data or bad configuration: the job fails at once and is never retried."""
+__all__ = ["UserError"]  # re-exported: tasks raise it from here
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,15 @@
 """Job store: typed SQLAlchemy models, engines and Alembic migrations."""
 
 from fovea.platform.store.db import make_engine, session_factory, transaction, upgrade
-from fovea.platform.store.models import TRANSITIONS, Base, Job, JobEvent, JobState, utcnow
+from fovea.platform.store.models import (
+    TRANSITIONS,
+    Base,
+    Job,
+    JobEvent,
+    JobState,
+    ModelEvent,
+    utcnow,
+)
 
 __all__ = [
     "TRANSITIONS",
@@ -9,6 +17,7 @@ __all__ = [
     "Job",
     "JobEvent",
     "JobState",
+    "ModelEvent",
     "make_engine",
     "session_factory",
     "transaction",

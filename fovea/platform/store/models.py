@@ -135,3 +135,26 @@ class JobEvent(Base):
     job: Mapped[Job] = relationship(back_populates="events", lazy="raise")
 
     __table_args__ = (Index("ix_job_events_job_id", "job_id", "id"),)
+
+
+class ModelEvent(Base):
+    """Append-only log of things that happened to a registered model: drift verdict changes
+    (monitoring), promotion decisions, alias moves, retraining triggers. Other components
+    subscribe by polling rows with an id above the last one they handled."""
+
+    __tablename__ = "model_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(200))
+    model_version: Mapped[str | None] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(40))  # e.g. "drift_verdict", "promotion"
+    # The new value the event reports, e.g. the verdict "ok" | "warning" | "drift".
+    value: Mapped[str | None] = mapped_column(String(40))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    message: Mapped[str] = mapped_column(Text, default="")
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    __table_args__ = (
+        Index("ix_model_events_model", "model_name", "id"),
+        Index("ix_model_events_kind", "kind", "id"),
+    )
