@@ -211,6 +211,7 @@ class Scheduler:
                 experiment=self.settings.mlflow_experiment,
                 checkpoint_dir=str(Path(self.settings.checkpoints) / job_id),
                 mlflow_run_id=run_id,
+                data_roots=tuple(str(root) for root in self.settings.data_roots),
             )
             try:
                 self.handles[job_id] = self.backend.submit(worker_job)

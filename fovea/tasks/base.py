@@ -45,6 +45,11 @@ class DataConfig:
     # Value masks: pixel value -> class name, e.g. {0: "background", 255: "membrane"}.
     class_map: Mapping[int, str] | None = None
     ignore_index: int = 255  # label of unlabeled pixels (segmentation)
+    # A frozen validation set: relative posix paths (under `uri`; "#<index>" for builtin
+    # datasets) of the images that must form the validation split; the others train.
+    val_files: frozenset[str] | None = None
+    # Data roots every file read must resolve under (symlinks followed); None: no check.
+    roots: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_split < 1.0:
@@ -148,6 +153,9 @@ class DataBundle:
     # counters a user should see, e.g. {"corrupt_images_skipped": 2, "images": 1797}
     stats: dict[str, int] = field(default_factory=dict)
     collate_fn: Any = None  # None: torch's default collate
+    # relative paths of the validation images, in order ("#<index>" for builtin datasets):
+    # what a frozen evaluation set is made of (DataConfig.val_files)
+    val_files: list[str] = field(default_factory=list)
 
 
 @dataclass

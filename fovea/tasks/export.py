@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from fovea.tasks.base import Task, UserError
+from fovea.tasks.preprocess import Preprocess
 
 OPSET_VERSION = 17
 INPUT_NAME = "images"
@@ -44,7 +45,7 @@ def export_onnx(
     (a CPU copy in eval mode is exported)."""
     if card.get("task", task.name) != task.name:
         raise UserError(f"model card is for task {card.get('task')!r}, not {task.name!r}")
-    size = int(card["image_size"])
+    size = Preprocess.from_card(card).image_size  # what the graph takes: after preprocessing
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     graph = copy.deepcopy(model).cpu().eval()

@@ -16,7 +16,7 @@ import torch
 import torchvision
 from torch import nn
 
-from fovea.tasks.base import UserError
+from fovea.tasks.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,34 @@ def load_classifier_body(
         body.load_state_dict(kept)
     except RuntimeError as exc:
         raise UserError(f"weights {source} do not fit the {part}: {exc}") from exc
+
+
+def load_weights_file(
+    model: nn.Module,
+    *,
+    path: Path,
+    encoder_attr: str,
+    classifier_prefixes: tuple[str, ...],
+    head_prefix: str,
+    name: str,
+    hint: str = "",
+) -> None:
+    """A weights file into a model built around an encoder (`model.<encoder_attr>`): either
+    a whole model of this kind (keys under "<encoder_attr>."; the head may differ in shape,
+    so fine-tuning on new classes works) or a torchvision classifier of the same backbone,
+    whose body goes into the encoder."""
+    state = read_weights_file(path)
+    if not any(k.startswith(f"{encoder_attr}.") for k in state):
+        load_classifier_body(
+            model.get_submodule(encoder_attr),
+            state,
+            classifier_prefixes=classifier_prefixes,
+            source=str(path),
+            part=encoder_attr,
+        )
+        log.info("loaded %s into the %s of %s", path, encoder_attr, name)
+        return
+    load_with_fresh_head(model, state, head_prefix=head_prefix, source=path, name=name, hint=hint)
 
 
 def _strip_prefixes(key: str) -> str:

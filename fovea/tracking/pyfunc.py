@@ -4,8 +4,9 @@ The model folder holds `artifacts/card.json` (the task's model card) and
 `artifacts/weights.safetensors`; loading rebuilds the network through the task
 (`fovea.tasks.get_task(card["task"]).load_for_inference`), so nothing is unpickled.
 
-Input: uint8 images as a numpy array NHWC, NHW (grey) or a single HWC / HW image; other
-integer arrays with values in 0..255 (a JSON request) are accepted too. Output: a pandas
+Input: uint8 images as a numpy array NHWC, NHW (grey) or a single HWC / HW image, or a list
+of single images of different sizes (each predicted at its own size, rows in list order);
+other integer arrays with values in 0..255 (a JSON request) are accepted too. Output: a pandas
 DataFrame with one row per image, shaped by `OUTPUT_FORMATS[task]`.
 """
 
@@ -162,25 +163,62 @@ class FoveaModel(mlflow.pyfunc.PythonModel):
         model_input: np.ndarray,
         params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
-        images = as_image_batch(model_input)  # [N, H, W, C] or [N, H, W], uint8
         batch_size = max(1, int((params or {}).get("batch_size", DEFAULT_BATCH_SIZE)))
-        chunks = [
-            self.task.predict_arrays(self.model, self.card, images[i : i + batch_size])
-            for i in range(0, len(images), batch_size)
-        ]
-        arrays = {key: _concat([c[key] for c in chunks]) for key in chunks[0]}
-        return OUTPUT_FORMATS.get(self.card["task"], PER_IMAGE).frame(arrays, self.card)
+        frame = OUTPUT_FORMATS.get(self.card["task"], PER_IMAGE).frame
+        frames = []
+        for positions, images in same_size_batches(model_input):
+            chunks = [
+                self.task.predict_arrays(self.model, self.card, images[i : i + batch_size])
+                for i in range(0, len(images), batch_size)
+            ]
+            arrays = {key: _concat([c[key] for c in chunks]) for key in chunks[0]}
+            frames.append(frame(arrays, self.card).set_axis(positions))
+        if len(frames) == 1:
+            return frames[0]
+        return pd.concat(frames).sort_index()
+
+
+def same_size_batches(model_input: Any) -> list[tuple[list[int], np.ndarray]]:
+    """A batch array, or a list of single images of any sizes, as (positions in the input,
+    uint8 batch NHWC or NHW) groups of one size each."""
+    if not isinstance(model_input, list | tuple):
+        images = as_image_batch(model_input)
+        return [(list(range(len(images))), images)]
+    if not model_input:
+        raise ValueError("no images to predict on (empty list)")
+    groups: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = {}
+    for position, item in enumerate(model_input):
+        try:
+            [image] = as_image_batch(item)
+        except ValueError as exc:
+            raise ValueError(f"image {position}: {exc}") from None
+        groups.setdefault(image.shape, []).append((position, image))
+    return [
+        ([p for p, _ in members], np.stack([image for _, image in members]))
+        for members in groups.values()
+    ]
 
 
 def as_image_batch(model_input: Any) -> np.ndarray:
     """A uint8 batch NHWC or NHW from what a caller may send; raises ValueError naming the
-    problem (float pixels, channels first, empty batch)."""
+    problem (float pixels, channels first, empty batch, images of different sizes)."""
     if isinstance(model_input, pd.DataFrame):
         raise ValueError(
             "FoveaModel.predict takes a numpy uint8 image array (NHWC, NHW or HWC), "
             "not a DataFrame; send {'instances': ...} when serving over HTTP"
         )
-    images = np.asarray(model_input)
+    try:
+        images = np.asarray(model_input)
+    except ValueError:  # a ragged nest of lists
+        raise ValueError(
+            "images of different sizes cannot form one array; pass a list of images "
+            "(numpy arrays HWC or HW), each predicted at its own size"
+        ) from None
+    if images.dtype == object:
+        raise ValueError(
+            "images of different sizes cannot form one array; pass a list of images "
+            "(numpy arrays HWC or HW), each predicted at its own size"
+        )
     if images.dtype != np.uint8:
         if not np.issubdtype(images.dtype, np.integer):
             raise ValueError(f"images must be uint8 pixels 0..255, got dtype {images.dtype}")

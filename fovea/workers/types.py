@@ -39,8 +39,10 @@ class WorkerJob:
         experiment: str,
         checkpoint_dir: str,
         mlflow_run_id: str | None,
+        data_roots: tuple[str, ...] | None = None,
     ) -> WorkerJob:
-        """Build from a stored (validated, normalised) JobSpec dict."""
+        """Build from a stored (validated, normalised) JobSpec dict; every file the job
+        reads must resolve under `data_roots` (None: no check)."""
         train = dict(spec["train"])
         aug = train.pop("augment")
         image_size = train.pop("image_size")
@@ -62,6 +64,7 @@ class WorkerJob:
             augment=augment,
             class_map=_int_keys(spec["dataset"].get("class_map")),
             ignore_index=spec["dataset"].get("ignore_index", 255),
+            roots=data_roots,
         )
         return cls(
             job_id=job_id,

@@ -12,14 +12,39 @@ import pytest
 import torch
 from PIL import Image
 
-from fovea.tasks import AugmentConfig, DataConfig, UserError, get_task
+from fovea.tasks import AugmentConfig, DataBundle, DataConfig, UserError, get_task, no_events
 from fovea.tasks.data.builtin import get_builtin
-from fovea.tasks.data.cache import resize_size_for, stratified_split
-from fovea.tasks.data.imagefolder import load_imagefolder
 from fovea.tasks.data.images import CorruptImageError, ImageTooLargeError, open_image
-from fovea.tasks.data.transforms import eval_transform, train_transform
+from fovea.tasks.data.split import stratified_split
+from fovea.tasks.data.transforms import train_transform
+from fovea.tasks.preprocess import Preprocess
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
+
+
+def folder_bundle(
+    root: Path,
+    *,
+    image_size: int,
+    val_split: float,
+    seed: int,
+    max_pixels: int = 10**6,
+    events=no_events,  # type: ignore[no-untyped-def]
+) -> DataBundle:
+    """An ImageFolder dataset as the classification task loads it."""
+    config = DataConfig(
+        uri=str(root),
+        format="imagefolder",
+        image_size=image_size,
+        val_split=val_split,
+        seed=seed,
+        max_image_pixels=max_pixels,
+    )
+    return get_task("classification").build_data(config, events=events)
+
+
+def cached_side(image_size: int) -> int:
+    return Preprocess.center_crop(image_size).square_size
 
 
 def png_header_only(width: int, height: int) -> bytes:
@@ -124,7 +149,7 @@ def test_imagefolder_skips_and_counts_bad_files(tmp_path: Path) -> None:
     (tmp_path / "ds" / "dogs" / "bomb.png").write_bytes(png_header_only(5_000, 5_000))
     (tmp_path / "ds" / "dogs" / "notes.txt").write_text("not an image suffix: ignored")
     events = []
-    split = load_imagefolder(
+    bundle = folder_bundle(
         tmp_path / "ds",
         image_size=16,
         val_split=0.3,
@@ -133,16 +158,17 @@ def test_imagefolder_skips_and_counts_bad_files(tmp_path: Path) -> None:
         events=lambda kind, message, data=None: events.append((kind, message, data)),
     )
     # per class: 6 readable of 9 image files; dogs also has the bomb
-    assert split.stats["corrupt_images_skipped"] == 6
-    assert split.stats["oversized_images_skipped"] == 1
-    assert split.stats["images"] == 12
-    assert (split.stats["train_images"], split.stats["val_images"]) == (8, 4)
-    assert split.train.class_names == ["cats", "dogs"]
-    size = resize_size_for(16)
-    assert split.train.images.shape == (8, 3, size, size)
-    assert split.train.images.dtype == torch.uint8
-    assert sorted(torch.bincount(split.val.labels).tolist()) == [2, 2]  # stratified
-    [(kind, message, data)] = events
+    assert bundle.stats["corrupt_images_skipped"] == 6
+    assert bundle.stats["oversized_images_skipped"] == 1
+    assert bundle.stats["images"] == 12
+    assert (bundle.stats["train_images"], bundle.stats["val_images"]) == (8, 4)
+    assert bundle.class_names == ["cats", "dogs"]
+    size = cached_side(16)
+    assert bundle.train.data.images.shape == (8, 3, size, size)
+    assert bundle.train.data.images.dtype == torch.uint8
+    assert sorted(torch.bincount(bundle.val.data.labels).tolist()) == [2, 2]  # stratified
+    assert [e[:2] for e in events[:1]] == [("decoding", "decoding 19 images")]
+    [(kind, message, data)] = events[1:]
     assert kind == "images_skipped" and "skipped 7 images" in message
     reported = {Path(e["path"]).name for e in data["examples"]}
     assert reported == {"corrupt.jpg", "truncated.png", "not_an_image.jpg", "bomb.png"}
@@ -150,20 +176,20 @@ def test_imagefolder_skips_and_counts_bad_files(tmp_path: Path) -> None:
 
 def test_imagefolder_reads_train_and_test_split(datasets_dir: Path) -> None:
     events = []
-    split = load_imagefolder(
+    bundle = folder_bundle(
         datasets_dir / "classification" / "mnist160",
         image_size=28,
         val_split=0.5,
         seed=0,
-        max_pixels=10**6,
         events=lambda kind, message, data=None: events.append(kind),
     )
-    assert split.train.class_names == [str(d) for d in range(10)]
-    assert (len(split.train), len(split.val)) == (80, 80)  # test/ used, val_split ignored
-    assert torch.bincount(split.val.labels).tolist() == [8] * 10
-    assert events == ["dataset_split"]
-    images = split.train.images
-    assert images.shape == (80, 3, resize_size_for(28), resize_size_for(28))
+    assert bundle.class_names == [str(d) for d in range(10)]
+    assert (len(bundle.train), len(bundle.val)) == (80, 80)  # test/ used, val_split ignored
+    assert torch.bincount(bundle.val.data.labels).tolist() == [8] * 10
+    assert bundle.val_files[0].startswith("test/0/")  # the frozen-set names of the split
+    assert events == ["decoding", "dataset_split"]
+    images = bundle.train.data.images
+    assert images.shape == (80, 3, cached_side(28), cached_side(28))
     assert torch.equal(images[:, 0], images[:, 2])  # grey PNGs became 3 equal channels
     assert images.float().std() > 50  # real digits, not a blank cache
 
@@ -174,11 +200,11 @@ def test_imagefolder_on_a_handful_of_flower_jpegs(datasets_dir: Path, tmp_path: 
         (tmp_path / class_dir.name).mkdir()
         for jpeg in sorted(class_dir.glob("*.jpg"))[:6]:
             (tmp_path / class_dir.name / jpeg.name).symlink_to(jpeg)
-    split = load_imagefolder(tmp_path, image_size=64, val_split=0.34, seed=1, max_pixels=10**6)
-    assert split.train.class_names == ["daisy", "dandelion", "rose", "sunflower", "tulip"]
-    assert (len(split.train), len(split.val)) == (20, 10)
-    assert torch.bincount(split.val.labels).tolist() == [2] * 5
-    assert split.train.images.shape[1:] == (3, 73, 73)
+    bundle = folder_bundle(tmp_path, image_size=64, val_split=0.34, seed=1)
+    assert bundle.class_names == ["daisy", "dandelion", "rose", "sunflower", "tulip"]
+    assert (len(bundle.train), len(bundle.val)) == (20, 10)
+    assert torch.bincount(bundle.val.data.labels).tolist() == [2] * 5
+    assert bundle.train.data.images.shape[1:] == (3, 73, 73)
 
 
 @pytest.mark.parametrize("layout", ["missing", "empty", "no_class_folders", "only_text"])
@@ -192,14 +218,14 @@ def test_imagefolder_unusable_paths_name_the_path(tmp_path: Path, layout: str) -
         (root / "cats").mkdir()
         (root / "cats" / "readme.txt").write_text("no images")
     with pytest.raises(UserError, match=re.escape(str(root))):
-        load_imagefolder(root, image_size=16, val_split=0.2, seed=0, max_pixels=10**6)
+        folder_bundle(root, image_size=16, val_split=0.2, seed=0)
 
 
 def test_imagefolder_with_only_corrupt_files_names_the_path(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "x.jpg").write_bytes(b"garbage")
     with pytest.raises(UserError, match=re.escape(f"{tmp_path} has no readable images")):
-        load_imagefolder(tmp_path, image_size=16, val_split=0.2, seed=0, max_pixels=10**6)
+        folder_bundle(tmp_path, image_size=16, val_split=0.2, seed=0)
 
 
 def test_stratified_split_is_deterministic_and_per_class() -> None:
@@ -214,12 +240,12 @@ def test_stratified_split_is_deterministic_and_per_class() -> None:
 
 
 def test_builtin_digits_and_unknown_names() -> None:
-    split = get_builtin("builtin://digits", task="classification").load(
-        image_size=32, val_split=0.2, seed=0
+    bundle = get_task("classification").build_data(
+        DataConfig(uri="builtin://digits", format="builtin", image_size=32)
     )
-    assert (len(split.train), len(split.val)) == (1438, 359)
-    assert split.train.images.shape[1:] == (3, 36, 36)
-    assert split.train.images.max() == 255 and split.train.images.min() == 0
+    assert (len(bundle.train), len(bundle.val)) == (1438, 359)
+    assert bundle.train.data.images.shape[1:] == (3, 36, 36)
+    assert bundle.train.data.images.max() == 255 and bundle.train.data.images.min() == 0
     with pytest.raises(UserError, match="valid for classification: builtin://digits"):
         get_builtin("builtin://cifar10", task="classification")
     with pytest.raises(
@@ -234,17 +260,18 @@ def test_transforms_switch_off_to_the_eval_pipeline() -> None:
     off = AugmentConfig(
         random_resized_crop=False, horizontal_flip=False, rotation_degrees=0, color_jitter=False
     )
-    expected = eval_transform(image_size=32)(square)
+    preprocess = Preprocess.center_crop(32)
+    expected = preprocess.normalize(square)
     assert expected.shape == (3, 32, 32) and expected.dtype == torch.float32
     assert abs(float(expected.mean())) < 0.5  # normalised: roughly centred
-    torch.testing.assert_close(train_transform(off, image_size=32)(square), expected)
+    torch.testing.assert_close(train_transform(off, preprocess=preprocess)(square), expected)
     flip_only = AugmentConfig(
         random_resized_crop=False, horizontal_flip=True, rotation_degrees=0, color_jitter=False
     )
-    outputs = [train_transform(flip_only, image_size=32)(square) for _ in range(20)]
+    outputs = [train_transform(flip_only, preprocess=preprocess)(square) for _ in range(20)]
     mirrored = [torch.equal(out, expected.flip(-1)) for out in outputs]
     assert all(m or torch.equal(out, expected) for m, out in zip(mirrored, outputs, strict=True))
     assert 0 < sum(mirrored) < 20
     everything = AugmentConfig(gaussian_noise=True, random_erasing=True)
-    augmented = train_transform(everything, image_size=32)(square)
+    augmented = train_transform(everything, preprocess=preprocess)(square)
     assert augmented.shape == (3, 32, 32) and not torch.equal(augmented, expected)

@@ -16,7 +16,8 @@ from fovea.tasks import AugmentConfig, DataConfig, UserError, get_task
 from fovea.tasks.data.builtin import get_builtin, parse_builtin_uri
 from fovea.tasks.data.coco import read_coco_dataset, semantic_mask
 from fovea.tasks.data.shapes import SHAPE_CLASSES, generate_shapes
-from fovea.tasks.data.transforms import denormalize, joint_train_transform
+from fovea.tasks.data.transforms import joint_train_transform
+from fovea.tasks.preprocess import Preprocess, denormalize
 from fovea.tasks.segmentation.data import IGNORE_INDEX
 
 # in these files 0 (black) is the membrane and 255 (white) the cell interior
@@ -201,7 +202,8 @@ def test_colour_masks_are_refused_and_corrupt_ones_skipped(tmp_path: Path) -> No
         events=lambda kind, message, data=None: events.append((kind, message)),
     )
     assert bundle.stats["corrupt_images_skipped"] == 1 and bundle.stats["images"] == 3
-    assert events[0][0] == "images_skipped" and "m3.png" in events[0][1]
+    skipped = [event for event in events if event[0] == "images_skipped"]
+    assert len(skipped) == 1 and "m3.png" in skipped[0][1]
     colour = np.zeros((20, 20, 3), dtype=np.uint8)
     colour[..., 0] = 1
     Image.fromarray(colour).save(root / "masks" / "m0.png")
@@ -232,9 +234,16 @@ def test_yolo_box_lines_are_refused_for_segmentation(tmp_path: Path) -> None:
     (tmp_path / "labels" / "val" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
     with pytest.raises(UserError, match=r"val/a\.txt, line 1: a box .* needs polygon labels"):
         seg_data(tmp_path, "yolo", image_size=16)
+    # a class without a name is dropped and counted, as detection does with the same file
     (tmp_path / "labels" / "val" / "a.txt").write_text("5 0.1 0.1 0.9 0.1 0.5 0.9\n")
-    with pytest.raises(UserError, match=r"val/a\.txt, line 1: class 5 outside 0\.\.1"):
-        seg_data(tmp_path, "yolo", image_size=16)
+    events: list[tuple[str, dict]] = []
+    bundle = get_task("segmentation").build_data(
+        DataConfig(uri=str(tmp_path), format="yolo", image_size=16),
+        events=lambda kind, message, data=None: events.append((kind, data)),
+    )
+    assert bundle.stats["unknown_class_dropped"] == 1
+    assert ("bad_labels", {"unknown_class_dropped": 1}) in events
+    assert not (bundle.val.data.masks[0] == 1).any()  # nothing painted for it
     (tmp_path / "labels" / "val" / "a.txt").write_text("0 0 0 1 0 1 1 0 1\n")  # whole image
     bundle = seg_data(tmp_path, "yolo", image_size=20)
     assert bundle.class_names == ["background", "cat", "dog"]
@@ -250,7 +259,7 @@ def test_coco128_polygons_rle_empty_and_grey_images(datasets_dir: Path) -> None:
     assert bundle.stats["corrupt_images_skipped"] == 0  # incl. the greyscale 000000000086
 
     dataset = read_coco_dataset(root)
-    by_name = {item.image.name: item for item in dataset.train}
+    by_name = {item.image.name: item for item in dataset.items}
     classes = {c: i + 1 for i, c in enumerate(dataset.category_ids)}
     for empty in ("000000000250.jpg", "000000000508.jpg"):  # no annotations: background
         item = by_name[empty]
@@ -306,7 +315,9 @@ def test_joint_transforms_keep_masks_on_their_pixels() -> None:
     torch.manual_seed(0)
     image, mask = _quadrants()
     geometric = AugmentConfig(rotation_degrees=30, color_jitter=False)
-    transform = joint_train_transform(geometric, image_size=32, ignore_index=255)
+    transform = joint_train_transform(
+        geometric, preprocess=Preprocess.letterbox(32), ignore_index=255
+    )
     filled = 0
     for _ in range(10):
         out_image, out_mask = transform(tv_tensors.Image(image), tv_tensors.Mask(mask))
@@ -334,6 +345,8 @@ def test_joint_transforms_keep_masks_on_their_pixels() -> None:
     jitter_only = AugmentConfig(
         random_resized_crop=False, horizontal_flip=False, rotation_degrees=0, color_jitter=True
     )
-    transform = joint_train_transform(jitter_only, image_size=48, ignore_index=255)
+    transform = joint_train_transform(
+        jitter_only, preprocess=Preprocess.letterbox(48), ignore_index=255
+    )
     out_image, out_mask = transform(tv_tensors.Image(image), tv_tensors.Mask(mask))
     assert torch.equal(out_mask, mask)  # colour jitter touches the image only

@@ -169,6 +169,29 @@ def test_pyfunc_accepts_batches_single_images_and_grey(
         model.predict(images.astype(np.float32) / 255)
 
 
+def test_pyfunc_predicts_a_list_of_images_of_different_sizes(
+    mlflow_store: MlflowStore, unique_name: str, trained: Trained
+) -> None:
+    model = mlflow.pyfunc.load_model(_log(mlflow_store, unique_name, trained))
+    images, labels = trained.images, trained.labels
+    # each image at its own size (32x32, 48x40, grey 24x36), rows in the list's order
+    mixed = [
+        images[0],
+        np.repeat(images[1], 2, axis=0)[:48, :, :].repeat(2, axis=1)[:, :40],
+        images[2].mean(axis=-1).astype(np.uint8)[:24, :],
+        images[3],
+    ]
+    frame = model.predict(mixed)
+    assert frame.index.tolist() == [0, 1, 2, 3]
+    assert frame["class_id"].tolist() == labels[:4].tolist()
+    one_by_one = [int(model.predict(image)["class_id"][0]) for image in mixed]
+    assert frame["class_id"].tolist() == one_by_one
+    with pytest.raises(Exception, match="image 1: .*uint8"):
+        model.predict([images[0], images[1].astype(np.float32)])
+    with pytest.raises(Exception, match="different sizes cannot form one array"):
+        as_image_batch([images[0].tolist(), images[1][:20].tolist()])
+
+
 @pytest.mark.parametrize(
     ("shape", "expected"),
     [

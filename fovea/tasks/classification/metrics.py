@@ -82,9 +82,3 @@ def sample_predictions_png(
         CORRECT_COLOR if p == t else WRONG_COLOR for p, t in zip(predicted, actual, strict=True)
     ]
     return image_grid_png(images, titles=titles, colors=colors)
-
-
-def sample_positions(dataset_size: int) -> set[int]:
-    """Evenly spread validation positions for the sample grid (covers every class region)."""
-    count = min(SAMPLE_GRID_SIZE, dataset_size)
-    return {int(p) for p in np.linspace(0, dataset_size - 1, count).round()}

@@ -17,7 +17,8 @@ import torch
 import torchvision
 from torch import nn
 
-from fovea.tasks.base import UserError
+from fovea.tasks.backbones import conv_bn_act
+from fovea.tasks.errors import UserError
 from fovea.tasks.weights import (
     is_weights_file,
     load_with_fresh_head,
@@ -37,11 +38,11 @@ class SmallCNN(nn.Module):
         super().__init__()
         w = width
         self.features = nn.Sequential(
-            _conv_bn(3, w),  # [N, w, H, W]
-            _conv_bn(w, 2 * w, stride=2),  # [N, 2w, H/2, W/2]
-            _conv_bn(2 * w, 2 * w),
-            _conv_bn(2 * w, 4 * w, stride=2),  # [N, 4w, H/4, W/4]
-            _conv_bn(4 * w, 4 * w),
+            conv_bn_act(3, w),  # [N, w, H, W]
+            conv_bn_act(w, 2 * w, stride=2),  # [N, 2w, H/2, W/2]
+            conv_bn_act(2 * w, 2 * w),
+            conv_bn_act(2 * w, 4 * w, stride=2),  # [N, 4w, H/4, W/4]
+            conv_bn_act(4 * w, 4 * w),
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * w, num_classes))
@@ -49,14 +50,6 @@ class SmallCNN(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         features = self.features(images)  # [N, 4w, H/4, W/4]
         return self.head(self.pool(features))  # [N, num_classes] logits
-
-
-def _conv_bn(c_in: int, c_out: int, *, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-    )
 
 
 @dataclass(frozen=True)

@@ -14,42 +14,36 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from fovea.tasks.errors import UserError
 
-from fovea.tasks.base import UserError
-from fovea.tasks.data.cache import (
-    LabelledImages,
-    SplitImages,
-    resize_and_center_crop,
-    resize_size_for,
-    stratified_split,
-)
-from fovea.tasks.data.shapes import MIN_SIZE, ShapesData, generate_shapes
+if TYPE_CHECKING:  # torch-free at import: the API validates builtin URIs without it
+    import torch
+
+    from fovea.tasks.data.shapes import ShapesData
 
 URI_PREFIX = "builtin://"
+SHAPES_MIN_SIZE = 16
 
 
-def load_digits(*, image_size: int, val_split: float, seed: int) -> SplitImages:
-    """scikit-learn's `load_digits`: 1,797 8x8 grey digits (values 0..16), 10 classes."""
+@dataclass
+class DigitsData:
+    images: torch.Tensor  # [N, 3, 8, 8] uint8, grey repeated
+    labels: torch.Tensor  # [N] int64
+    class_names: tuple[str, ...] = tuple(str(d) for d in range(10))
+
+
+def load_digits(*, image_size: int) -> DigitsData:
+    """scikit-learn's `load_digits`: 1,797 8x8 grey digits (values 0..16), 10 classes, at
+    their own size (the task fits them to its input)."""
+    import torch
     from sklearn.datasets import load_digits as sklearn_digits  # sklearn imports slowly
 
     digits = sklearn_digits()
     grey = torch.as_tensor(digits.images * (255.0 / 16.0)).round().to(torch.uint8)  # [N, 8, 8]
-    rgb = grey.unsqueeze(1).expand(-1, 3, -1, -1)  # [N, 3, 8, 8]
-    images = resize_and_center_crop(rgb, resize_size_for(image_size))
-    labels = torch.as_tensor(digits.target, dtype=torch.long)
-    everything = LabelledImages(images, labels, [str(d) for d in range(10)])
-    train_idx, val_idx = stratified_split(labels.tolist(), val_fraction=val_split, seed=seed)
-    stats = {
-        "classes": 10,
-        "images": len(everything),
-        "train_images": len(train_idx),
-        "val_images": len(val_idx),
-        "corrupt_images_skipped": 0,
-    }
-    return SplitImages(everything.subset(train_idx), everything.subset(val_idx), stats)
+    rgb = grey.unsqueeze(1).expand(-1, 3, -1, -1).contiguous()  # [N, 3, 8, 8]
+    return DigitsData(rgb, torch.as_tensor(digits.target, dtype=torch.long))
 
 
 def load_shapes(
@@ -60,6 +54,8 @@ def load_shapes(
     The split is left to the task (with the job's seed); `seed` here fixes the images, so
     runs with different training seeds see the same dataset.
     """
+    from fovea.tasks.data.shapes import generate_shapes
+
     return generate_shapes(count=n, size=size or image_size, seed=seed, max_shapes=max_shapes)
 
 
@@ -77,7 +73,7 @@ class Param:
 class Builtin:
     tasks: frozenset[str]  # the tasks that can use what `load` returns
     description: str
-    # keyword-only: digits takes image_size, val_split, seed; others image_size + params
+    # keyword-only: image_size and the dataset's params
     load: Callable[..., Any]
     params: Mapping[str, Param] = field(default_factory=dict)
 
@@ -97,7 +93,9 @@ BUILTINS: dict[str, Builtin] = {
         load=load_shapes,
         params={
             "n": Param(500, 1, 100_000, "number of images"),
-            "size": Param(None, MIN_SIZE, 2048, "image side in pixels (default: image_size)"),
+            "size": Param(
+                None, SHAPES_MIN_SIZE, 2048, "image side in pixels (default: image_size)"
+            ),
             "seed": Param(0, 0, 2**31 - 1, "generator seed (the split uses the job's seed)"),
             "max_shapes": Param(3, 1, 12, "shapes per image, at most"),
         },
@@ -145,6 +143,13 @@ def parse_builtin_uri(uri: str) -> tuple[str, dict[str, int | None]]:
             )
         params[key] = value
     return name, params
+
+
+def load_builtin(uri: str, *, task: str, image_size: int) -> Any:
+    """The data of "builtin://<name>[?params]" for `task`, params validated."""
+    builtin = get_builtin(uri, task=task)
+    _, params = parse_builtin_uri(uri)
+    return builtin.load(image_size=image_size, **params)
 
 
 def get_builtin(uri: str, *, task: str) -> Builtin:

@@ -1,4 +1,4 @@
-"""Decode-once image cache: every image decoded and resized a single time into a uint8 tensor.
+"""Decode-once image cache: every image decoded and fitted a single time into a uint8 tensor.
 
 Why: on a 2-core CPU worker, decoding a JPEG and resizing it each epoch costs more than a
 small model's forward/backward pass. Decoding once up front (in a thread pool: PIL and
@@ -8,58 +8,40 @@ pay only for tensor augmentations.
 The trade-offs, accepted on purpose:
 - memory: N * 3 * S^2 bytes (4,317 flowers at S=147: 280 MB; 10,000 images at S=257:
   2 GB); `MAX_CACHE_BYTES` refuses a dataset that would not fit with a clear UserError.
-- images are cut to a centred square at S = int(image_size * RESIZE_RATIO) once, so
-  random crops never see the periphery of wide or tall images; S is slightly larger than
-  image_size so random-resized crops keep some room and eval keeps the usual centre crop
-  (224 from 257, the 0.875 ratio of the torchvision references).
-- resolution is fixed at cache time: multi-scale training would need a re-decode.
+- the geometry is the model's (`Preprocess.fit`: a centred square a little larger than the
+  input for classification, the letterboxed input square for dense tasks), fixed at cache
+  time: multi-scale training would need a re-decode.
+
+`decode_images` is the one decode loop of every format and task: a task gives the files,
+the fit, and how to label an image once its size is known (a class, boxes, a mask).
+Unreadable and oversized files are skipped, counted and reported once (`report_rejected`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms.v2 import functional as F
 
-from fovea.tasks.base import UserError
+from fovea.tasks.base import DataConfig, EventSink
+from fovea.tasks.data.files import Note
 from fovea.tasks.data.images import CorruptImageError, ImageTooLargeError, open_image
+from fovea.tasks.errors import UserError
+from fovea.tasks.preprocess import Preprocess
 
-RESIZE_RATIO = 1.15
 MAX_CACHE_BYTES = 16 * 2**30
+MAX_REPORTED_EXAMPLES = 10
 
-
-def resize_size_for(image_size: int) -> int:
-    """Side S of the cached squares for a training image_size."""
-    return int(image_size * RESIZE_RATIO)
-
-
-@dataclass
-class LabelledImages:
-    images: torch.Tensor  # [N, 3, S, S] uint8
-    labels: torch.Tensor  # [N] int64, indices into class_names
-    class_names: list[str]
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def subset(self, indices: Sequence[int]) -> LabelledImages:
-        index = torch.as_tensor(indices, dtype=torch.long)
-        return LabelledImages(self.images[index], self.labels[index], self.class_names)
-
-
-@dataclass
-class SplitImages:
-    train: LabelledImages
-    val: LabelledImages
-    stats: dict[str, int]  # counters a user should see (images, skipped files, ...)
+S = TypeVar("S")
+T = TypeVar("T")
+L = TypeVar("L")
 
 
 @dataclass
@@ -69,8 +51,17 @@ class Rejected:
     too_large: bool  # else corrupt
 
 
-S = TypeVar("S")
-T = TypeVar("T")
+@dataclass
+class Decoded(Generic[L]):
+    images: torch.Tensor  # [K, 3, S, S] uint8, the kept images in source order
+    labels: list[L]  # [K]
+    kept: list[int]  # source positions of the K kept images
+    rejected: list[Rejected]
+    sources: list = field(default_factory=list)  # [K] the kept sources (decode_and_report)
+
+
+class ImageSource(Protocol):
+    image: Path
 
 
 def decode_parallel(
@@ -86,54 +77,73 @@ def decode_parallel(
     return kept, [outcomes[i] for i in kept], rejected  # type: ignore[misc]
 
 
-def skipped_counts(rejected: Sequence[Rejected]) -> dict[str, int]:
-    """The job-event counters of files left out: unreadable vs over the pixel limit."""
-    return {
-        "corrupt_images_skipped": sum(not r.too_large for r in rejected),
-        "oversized_images_skipped": sum(r.too_large for r in rejected),
-    }
+def decode_images(
+    paths: Sequence[Path],
+    *,
+    fit: Callable[[torch.Tensor], torch.Tensor],
+    size: int,
+    label_of: Callable[[int, int, int], L],
+    max_pixels: int,
+    uri: str,
+    draft_size: int | None = None,
+) -> Decoded[L]:
+    """Decode `paths` into uint8 [K, 3, size, size] with `fit` (uint8 [3, H, W] -> [3,
+    size, size]) and label each kept image with `label_of(position, height, width)`.
 
-
-def resize_and_center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 [..., 3, H, W] -> [..., 3, size, size]: short side to `size`, then centre crop.
-
-    Also used at inference (predict_arrays), so train-time caching and serving resize alike.
+    A file that cannot be read or is over `max_pixels` (a label file too: `label_of` may
+    raise CorruptImageError) is skipped and returned in `rejected`; a UserError from
+    `label_of` (a mask that does not fit its image) fails the whole load.
     """
-    if images.shape[-2:] != (size, size):
-        images = F.resize(images, [size], antialias=True)
-        images = F.center_crop(images, [size, size])
-    return images
+    check_cache_fits(len(paths), size)
+    cache = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
+
+    def decode(position: int) -> L | Rejected:
+        try:
+            image = open_image(paths[position], max_pixels=max_pixels, draft_size=draft_size)
+            label = label_of(position, image.height, image.width)
+        except (ImageTooLargeError, CorruptImageError) as exc:
+            return Rejected(exc.path, exc.reason, too_large=isinstance(exc, ImageTooLargeError))
+        cache[position] = fit(pil_to_tensor(image))
+        return label
+
+    kept, labels, rejected = decode_parallel(decode, range(len(paths)))
+    if not kept:
+        raise UserError(f"dataset path {uri} has no readable images ({len(paths)} tried)")
+    images = cache[kept] if len(kept) < len(paths) else cache
+    return Decoded(images, labels, kept, rejected)
+
+
+def decode_and_report(
+    sources: Sequence[ImageSource],
+    label_of: Callable[[int, int, int], L],
+    *,
+    preprocess: Preprocess,
+    config: DataConfig,
+    events: EventSink,
+    draft: bool = False,
+) -> Decoded[L]:
+    """`decode_images` of the sources' images into `preprocess`'s squares, with the job
+    events around it: how many images are being decoded (it takes a while), then the files
+    skipped. `draft`: let JPEG decoding downscale on the fly (DCT scaling; big photos load
+    several times faster). The kept sources come back in `Decoded.sources`."""
+    report_decoding(len(sources), events)
+    decoded = decode_images(
+        [source.image for source in sources],
+        fit=preprocess.fit,
+        size=preprocess.square_size,
+        label_of=label_of,
+        max_pixels=config.max_image_pixels,
+        uri=config.uri,
+        draft_size=preprocess.square_size if draft else None,
+    )
+    report_rejected(decoded.rejected, events)
+    decoded.sources = [sources[i] for i in decoded.kept]
+    return decoded
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     """RGB PIL image -> uint8 [3, H, W]."""
     return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
-
-
-def decode_files(
-    paths: Sequence[Path], *, size: int, max_pixels: int
-) -> tuple[torch.Tensor, list[int], list[Rejected]]:
-    """Decode `paths` into uint8 [K, 3, size, size]; also returns the K kept positions.
-
-    Unreadable and oversized files are not errors here: they come back in the rejected list
-    so the caller can skip, count and report them.
-    """
-    check_cache_fits(len(paths), size)
-    cache = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
-
-    def decode(position: int) -> Rejected | None:  # None: decoded into the cache
-        path = paths[position]
-        try:
-            image = open_image(path, max_pixels=max_pixels, draft_size=size)
-        except ImageTooLargeError as exc:
-            return Rejected(str(path), exc.reason, too_large=True)
-        except CorruptImageError as exc:
-            return Rejected(str(path), exc.reason, too_large=False)
-        cache[position] = resize_and_center_crop(pil_to_tensor(image), size)
-        return None
-
-    kept, _, rejected = decode_parallel(decode, range(len(paths)))
-    return cache[kept] if len(kept) < len(paths) else cache, kept, rejected
 
 
 def check_cache_fits(count: int, size: int) -> None:
@@ -146,54 +156,45 @@ def check_cache_fits(count: int, size: int) -> None:
         )
 
 
-def stratified_split(
-    labels: Sequence[int], *, val_fraction: float, seed: int
-) -> tuple[list[int], list[int]]:
-    """Deterministic per-class split: round(n * val_fraction) of each class to validation.
-
-    A class with at least two images keeps at least one on each side; a single image goes
-    to training. Both index lists come back sorted.
-    """
-    labels_array = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    train: list[int] = []
-    val: list[int] = []
-    for label in np.unique(labels_array):  # sorted, so the rng draws in a fixed order
-        members = rng.permutation(np.flatnonzero(labels_array == label))
-        n_val = 0
-        if len(members) >= 2:
-            n_val = min(max(round(len(members) * val_fraction), 1), len(members) - 1)
-        val.extend(members[:n_val].tolist())
-        train.extend(members[n_val:].tolist())
-    return sorted(train), sorted(val)
+def skipped_counts(rejected: Sequence[Rejected]) -> dict[str, int]:
+    """The job-event counters of files left out: unreadable vs over the pixel limit."""
+    return {
+        "corrupt_images_skipped": sum(not r.too_large for r in rejected),
+        "oversized_images_skipped": sum(r.too_large for r in rejected),
+    }
 
 
-def letterbox_size(height: int, width: int, size: int) -> tuple[int, int]:
-    """(h, w) of an image resized so its long side is `size`, aspect ratio kept."""
-    scale = size / max(height, width)
-    return max(1, round(height * scale)), max(1, round(width * scale))
+# ---- what a user should hear about: one event each, the same words for every task ----
 
 
-def letterbox(images: torch.Tensor, size: int, *, fill: int = 0) -> torch.Tensor:
-    """uint8 [..., 3, H, W] -> [..., 3, size, size]: long side to `size` (antialiased),
-    padded at the bottom and right with `fill`. The whole image stays in view, which
-    dense tasks need; also used at inference, so training and serving resize alike."""
-    height, width = images.shape[-2:]
-    h, w = letterbox_size(height, width, size)
-    if (h, w) != (height, width):
-        images = F.resize(images, [h, w], antialias=True)
-    return torch.nn.functional.pad(images, (0, size - w, 0, size - h), value=fill)
+def report_decoding(count: int, events: EventSink) -> None:
+    """Before the decode pass, which takes a while on big datasets: the job shows it."""
+    events("decoding", f"decoding {count:,} images", {"images": count})
 
 
-def letterbox_mask(masks: torch.Tensor, size: int, *, fill: int) -> torch.Tensor:
-    """Integer label maps [..., H, W] -> [..., size, size] with the geometry of `letterbox`:
-    nearest-neighbour at pixel centres (labels are never blended), padding = `fill`."""
-    height, width = masks.shape[-2:]
-    h, w = letterbox_size(height, width, size)
-    if (h, w) != (height, width):
-        rows = ((torch.arange(h) + 0.5) * (height / h)).long().clamp_(max=height - 1)
-        cols = ((torch.arange(w) + 0.5) * (width / w)).long().clamp_(max=width - 1)
-        masks = masks[..., rows[:, None], cols[None, :]]
-    padded = masks.new_full((*masks.shape[:-2], size, size), fill)
-    padded[..., :h, :w] = masks
-    return padded
+def report_rejected(rejected: Sequence[Rejected], events: EventSink) -> None:
+    if not rejected:
+        return
+    examples = [{"path": r.path, "reason": r.reason} for r in rejected[:MAX_REPORTED_EXAMPLES]]
+    counts = skipped_counts(rejected)
+    events(
+        "images_skipped",
+        f"skipped {len(rejected)} images: {counts['corrupt_images_skipped']} unreadable, "
+        f"{counts['oversized_images_skipped']} over the pixel limit; e.g. "
+        f"{examples[0]['path']}: {examples[0]['reason']}",
+        {**counts, "examples": examples},
+    )
+
+
+def report_notes(notes: Sequence[Note], events: EventSink) -> None:
+    for note in notes:
+        events("dataset_note", note.message, {"kind": note.kind, "count": note.count})
+
+
+def report_bad_labels(counts: Mapping[str, int], events: EventSink) -> dict[str, int]:
+    """One "bad_labels" event for labels repaired or dropped; returns the counts as ints."""
+    bad = {reason: int(n) for reason, n in counts.items()}
+    if any(bad.values()):
+        shown = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in bad.items() if n)
+        events("bad_labels", f"repaired or dropped labels: {shown}", bad)
+    return bad

@@ -1,24 +1,36 @@
-"""COCO JSON: annotations/instances_<split>.json beside the images, polygons and RLE.
+"""COCO JSON: annotations/instances_<split>.json beside the images. One parser for every task.
 
-Images are looked up by `file_name` under images/, images/<split>/, <split>/ and the
-dataset root, where <split> is the JSON's name without "instances_" (train2017). With one
-JSON whose name says train and another whose name says val, those are the split;
-otherwise all JSONs are pooled and split by DataConfig.val_split. Images without
-annotations are kept (pure background), as are crowd (`iscrowd`) regions, which are RLE.
+Torch-free. Returns raw records: each image with its size and its annotations as the JSON
+has them; detection takes their boxes, segmentation their polygons and RLE (`semantic_mask`).
+The same dataset gives the same classes and the same errors whatever the task:
+- classes are the `categories` of every JSON, ordered by id (a category named differently
+  in two files is an error);
+- an unparseable file fails with its path and line, a missing key with its path and entry;
+- annotations of a category the JSON does not list are dropped and counted
+  ("unknown_class_dropped"), as are crowd regions by tasks that cannot use them.
+
+Images are looked up by `file_name` under images/, images/<split>/, <split>/ and the root,
+where <split> is the JSON's name without "instances_" (train2017). With one JSON whose name
+says val and others that do not, the val JSON is the validation split; otherwise all JSONs
+are pooled and the task splits by DataConfig.val_split. Images without annotations are kept
+(pure background).
 """
 
 from __future__ import annotations
 
 import json
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fovea.tasks.base import UserError
+from fovea.tasks.data.files import RootGuard, require_folder
+from fovea.tasks.errors import UserError
+
+SKIPPED_PREFIXES = ("captions_", "person_keypoints_")  # not object annotations
 
 
 @dataclass(frozen=True)
@@ -26,46 +38,70 @@ class CocoItem:
     image: Path
     width: int  # as the JSON says; the decoded image must agree
     height: int
-    annotations: list[dict[str, Any]] = field(hash=False)
+    annotations: list[dict[str, Any]] = field(hash=False)  # known categories only
+    is_val: bool = False
+    # per annotation, where it is: "<json path>: annotations[<i>] (id <id>)", for messages
+    origins: list[str] = field(default_factory=list, hash=False)
+
+    def value(self, k: int, key: str) -> Any:
+        """annotations[k][key], or a UserError naming the file, entry and key."""
+        annotation = self.annotations[k]
+        if key not in annotation:
+            raise UserError(f"{self.origins[k]} lacks the key {key!r}")
+        return annotation[key]
 
 
 @dataclass
 class CocoDataset:
     category_ids: list[int]  # sorted; category_ids[i] is class i (+1 with a background)
     category_names: list[str]
-    train: list[CocoItem]
-    val: list[CocoItem] | None  # None: no separate val JSON
+    items: list[CocoItem]
+    has_val_split: bool  # a JSON named *val* gave the validation split
+    counts: Counter = field(default_factory=Counter)  # "unknown_class_dropped", ...
+    files: list[Path] = field(default_factory=list)  # the JSONs read
 
 
-def read_coco_dataset(root: str | Path) -> CocoDataset:
-    root = Path(root)
-    if not root.is_dir():
-        raise UserError(f"dataset path {root} does not exist or is not a folder")
+def annotation_files(root: Path) -> list[Path]:
     files = sorted((root / "annotations").glob("*.json")) or sorted(root.glob("*.json"))
-    files = [f for f in files if not f.name.startswith("captions_")]
+    return [f for f in files if not f.name.startswith(SKIPPED_PREFIXES)]
+
+
+def read_coco_dataset(root: str | Path, *, guard: RootGuard | None = None) -> CocoDataset:
+    root = require_folder(root)
+    guard = guard or RootGuard(None)
+    files = guard.all(annotation_files(root))
     if not files:
         raise UserError(
             f"dataset path {root} has no COCO JSON; the coco format expects "
             "<root>/annotations/instances_<split>.json and the images under <root>/images/"
         )
-    train_files = [f for f in files if "val" not in f.stem]
     val_files = [f for f in files if "val" in f.stem]
-    if not train_files or not val_files:
-        train_files, val_files = files, []
+    if len(val_files) in (0, len(files)):
+        val_files = []
     categories: dict[int, str] = {}
-    train: list[CocoItem] = []
-    val: list[CocoItem] = []
+    parsed = []
     for path in files:
         data = _read_json(path)
-        for category in data["categories"]:
-            known = categories.setdefault(int(category["id"]), str(category["name"]))
-            if known != category["name"]:
-                raise UserError(f"{path}: category {category['id']} is {known!r} elsewhere")
-        (val if path in val_files else train).extend(_items(root, path, data))
-    if not train:
+        for i, category in enumerate(data["categories"]):
+            where = f"categories[{i}]"
+            cid = int(_field(category, "id", path, where))
+            name = str(category.get("name", cid))
+            known = categories.setdefault(cid, name)
+            if known != name:
+                raise UserError(f"{path}: category {cid} is {name!r} here, {known!r} elsewhere")
+        parsed.append((path, data))
+    counts: Counter = Counter()
+    items = []
+    for path, data in sorted(parsed, key=lambda p: p[0] in val_files):  # training first
+        items += _items(root, path, data, categories, is_val=path in val_files, counts=counts)
+    if not items:
         raise UserError(f"{root}: the COCO JSON lists no images")
     ids = sorted(categories)
-    return CocoDataset(ids, [categories[i] for i in ids], train, val or None)
+    for item in items:
+        guard(item.image)
+    return CocoDataset(
+        ids, [categories[i] for i in ids], items, bool(val_files), counts, files=list(files)
+    )
 
 
 def semantic_mask(
@@ -104,7 +140,7 @@ def semantic_mask(
             with warnings.catch_warnings():  # pycocotools' own numpy 2 deprecation notice
                 warnings.simplefilter("ignore", DeprecationWarning)
                 pixels = mask_utils.decode(rle).astype(bool)  # [H, W]
-        except (TypeError, KeyError, ValueError) as exc:
+        except (TypeError, KeyError, ValueError, AttributeError) as exc:
             raise UserError(
                 f"annotation {annotation.get('id')} of {item.image.name}: unreadable "
                 f"segmentation ({type(exc).__name__}: {exc})"
@@ -116,34 +152,61 @@ def semantic_mask(
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except json.JSONDecodeError as exc:
+        raise UserError(f"cannot parse COCO JSON {path}, line {exc.lineno}: {exc.msg}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read COCO JSON {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise UserError(f"COCO JSON {path} must hold an object with images and annotations")
     missing = [k for k in ("images", "annotations", "categories") if k not in data]
     if missing:
-        raise UserError(f"COCO JSON {path} lacks {missing}")
+        raise UserError(f"COCO JSON {path} lacks the key(s) {missing}")
     return data
 
 
-def _items(root: Path, path: Path, data: dict[str, Any]) -> list[CocoItem]:
+def _field(entry: Any, key: str, path: Path, where: str) -> Any:
+    if not isinstance(entry, dict) or key not in entry:
+        raise UserError(f"{path}: {where} lacks the key {key!r}")
+    return entry[key]
+
+
+def _items(
+    root: Path,
+    path: Path,
+    data: dict[str, Any],
+    categories: dict[int, str],
+    *,
+    is_val: bool,
+    counts: Counter,
+) -> list[CocoItem]:
     split = path.stem.removeprefix("instances_")
     folders = [root / "images", root / "images" / split, root / split, root]
-    known_categories = {int(c["id"]) for c in data["categories"]}
-    by_image: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for annotation in data["annotations"]:
-        if int(annotation["category_id"]) not in known_categories:
-            raise UserError(
-                f"{path}: annotation {annotation.get('id')} has category "
-                f"{annotation['category_id']}, which is not in 'categories'"
-            )
-        by_image[int(annotation["image_id"])].append(annotation)
+    by_image: dict[int, list[tuple[dict[str, Any], str]]] = defaultdict(list)
+    for i, annotation in enumerate(data["annotations"]):
+        ident = annotation.get("id") if isinstance(annotation, dict) else "?"
+        where = f"annotations[{i}] (id {ident})"
+        image_id = int(_field(annotation, "image_id", path, where))
+        if int(_field(annotation, "category_id", path, where)) not in categories:
+            counts["unknown_class_dropped"] += 1
+            continue
+        by_image[image_id].append((annotation, f"{path}: {where}"))
     items = []
-    for image in data["images"]:
-        name = str(image["file_name"])
+    for i, image in enumerate(data["images"]):
+        where = f"images[{i}]"
+        name = str(_field(image, "file_name", path, where))
         if Path(name).is_absolute() or ".." in Path(name).parts:
             raise UserError(f"{path}: image file_name {name!r} must be relative, inside {root}")
         # a missing file is skipped and counted when decoding, like a corrupt one
         found = next((f / name for f in folders if (f / name).is_file()), folders[0] / name)
+        annotations = by_image[int(_field(image, "id", path, where))]
         items.append(
-            CocoItem(found, int(image["width"]), int(image["height"]), by_image[int(image["id"])])
+            CocoItem(
+                found,
+                int(_field(image, "width", path, where)),
+                int(_field(image, "height", path, where)),
+                [a for a, _ in annotations],
+                is_val,
+                [origin for _, origin in annotations],
+            )
         )
     return items

@@ -12,15 +12,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
-from fovea.tasks.base import UserError
-
-# Suffixes a dataset scan treats as images (lower case); everything else is ignored.
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
-)
+from fovea.tasks.errors import UserError
 
 
 class CorruptImageError(UserError):
@@ -129,19 +123,3 @@ def _exif_upright(image: Image.Image) -> Image.Image:
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def as_nchw_rgb(images: np.ndarray) -> torch.Tensor:
-    """An inference batch, uint8 NHW / NHWC (C = 1, 3 or 4) -> uint8 [N, 3, H, W]; alpha
-    dropped, grey repeated."""
-    array = np.asarray(images)
-    if array.dtype != np.uint8:
-        raise UserError(f"images must be uint8, got {array.dtype}")
-    if array.ndim == 3:
-        array = array[..., None]
-    if array.ndim != 4 or array.shape[-1] not in (1, 3, 4):
-        raise UserError(f"images must be NHW or NHWC with 1, 3 or 4 channels, got {array.shape}")
-    pixels = torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2)  # [N, C, H, W]
-    if pixels.shape[1] == 1:
-        return pixels.expand(-1, 3, -1, -1)
-    return pixels[:, :3]

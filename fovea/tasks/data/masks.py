@@ -25,9 +25,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from fovea.tasks.base import UserError
-from fovea.tasks.data.imagefolder import VAL_FOLDERS
-from fovea.tasks.data.images import IMAGE_SUFFIXES, CorruptImageError, ImageTooLargeError
+from fovea.tasks.data.files import (
+    VAL_FOLDERS,
+    RootGuard,
+    image_files,
+    paired_folders,
+    require_folder,
+    subdirs,
+)
+from fovea.tasks.data.images import CorruptImageError, ImageTooLargeError
+from fovea.tasks.errors import UserError
 
 IMAGE_DIRS = ("images", "image", "imgs", "img", "jpegimages")
 MASK_DIRS = ("masks", "mask", "labels", "label", "annotations", "segmentationclass", "gt")
@@ -47,19 +54,23 @@ class MaskFolders:
     images_without_mask: list[Path]
 
 
-def find_mask_pairs(root: str | Path) -> MaskFolders:
-    root = Path(root)
-    if not root.is_dir():
-        raise UserError(f"dataset path {root} does not exist or is not a folder")
+def find_mask_pairs(root: str | Path, *, guard: RootGuard | None = None) -> MaskFolders:
+    root = require_folder(root)
+    guard = guard or RootGuard(None)
     splits = _split_layout(root)
     if splits is None:
         image_dir, mask_dir = _image_and_mask_dirs(root)
         train, missing = _pair(image_dir, mask_dir)
-        return MaskFolders(train, None, missing)
-    (train_images, train_masks), (val_images, val_masks) = splits
-    train, missing = _pair(train_images, train_masks)
-    val, val_missing = _pair(val_images, val_masks)
-    return MaskFolders(train, val, missing + val_missing)
+        folders = MaskFolders(train, None, missing)
+    else:
+        (train_images, train_masks), (val_images, val_masks) = splits
+        train, missing = _pair(train_images, train_masks)
+        val, val_missing = _pair(val_images, val_masks)
+        folders = MaskFolders(train, val, missing + val_missing)
+    for pair in folders.train + (folders.val or []):
+        guard(pair.image)
+        guard(pair.mask)
+    return folders
 
 
 def read_mask(path: Path, *, max_pixels: int) -> np.ndarray:
@@ -198,7 +209,7 @@ def check_ignore_index(ignore_index: int, num_classes: int) -> None:
 
 def _split_layout(root: Path) -> tuple[tuple[Path, Path], tuple[Path, Path]] | None:
     """((train images, train masks), (val images, val masks)) when the dataset is split."""
-    children = _subdirs(root)
+    children = subdirs(root)
     val_name = next((children[n] for n in VAL_FOLDERS if n in children), None)
     if "train" in children and val_name is not None:  # root/train/images, root/val/images
         try:
@@ -209,7 +220,7 @@ def _split_layout(root: Path) -> tuple[tuple[Path, Path], tuple[Path, Path]] | N
         image_dir, mask_dir = _image_and_mask_dirs(root)
     except UserError:
         return None
-    images, masks = _subdirs(image_dir), _subdirs(mask_dir)
+    images, masks = subdirs(image_dir), subdirs(mask_dir)
     val = next((n for n in VAL_FOLDERS if n in images and n in masks), None)
     if "train" in images and "train" in masks and val is not None:
         return (images["train"], masks["train"]), (images[val], masks[val])
@@ -217,35 +228,26 @@ def _split_layout(root: Path) -> tuple[tuple[Path, Path], tuple[Path, Path]] | N
 
 
 def _image_and_mask_dirs(folder: Path) -> tuple[Path, Path]:
-    children = _subdirs(folder)
-    image_dir = next((children[n] for n in IMAGE_DIRS if n in children), None)
-    mask_dir = next((children[n] for n in MASK_DIRS if n in children), None)
-    if image_dir is None or mask_dir is None:
-        raise UserError(
-            f"dataset path {folder} has no image and mask folders (found {sorted(children)}); "
-            f"the masks format expects <root>/<{'|'.join(IMAGE_DIRS[:4])}>/ beside "
-            f"<root>/<{'|'.join(MASK_DIRS[:4])}>/, optionally split into train/ and val/"
-        )
-    return image_dir, mask_dir
-
-
-def _subdirs(folder: Path) -> dict[str, Path]:
-    return {
-        p.name.lower(): p
-        for p in sorted(folder.iterdir())
-        if p.is_dir() and not p.name.startswith(".")
-    }
+    return paired_folders(
+        folder,
+        IMAGE_DIRS,
+        MASK_DIRS,
+        layout=(
+            f"image and mask folders; the masks format expects <root>/<{'|'.join(IMAGE_DIRS[:4])}>/"
+            f" beside <root>/<{'|'.join(MASK_DIRS[:4])}>/, optionally split into train/ and val/"
+        ),
+    )
 
 
 def _pair(image_dir: Path, mask_dir: Path) -> tuple[list[MaskPair], list[Path]]:
     """(pairs, images without a mask), sorted by image path."""
     masks: dict[tuple[str, ...], Path] = {}
-    for mask in _image_files(mask_dir):
+    for mask in image_files(mask_dir):
         key = mask.relative_to(mask_dir).with_suffix("").parts
         if key not in masks or mask.suffix.lower() == ".png":  # a .png wins over a .jpg
             masks[key] = mask
     pairs, missing = [], []
-    for image in _image_files(image_dir):
+    for image in image_files(image_dir):
         stem = image.relative_to(image_dir).with_suffix("")
         candidates = [stem.parent / (stem.name + s) for s in MASK_STEM_SUFFIXES]
         mask = next((masks[c.parts] for c in candidates if c.parts in masks), None)
@@ -254,13 +256,3 @@ def _pair(image_dir: Path, mask_dir: Path) -> tuple[list[MaskPair], list[Path]]:
         else:
             pairs.append(MaskPair(image, mask))
     return pairs, missing
-
-
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES
-        and p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from fovea.tasks.data.builtin import SHAPES_MIN_SIZE as MIN_SIZE
 from fovea.tasks.data.cache import check_cache_fits
 
 SHAPE_CLASSES = ("circle", "square", "triangle")
-MIN_SIZE = 16
 GAP = 2  # pixels kept free between two shapes
 RADIUS_RANGE = (0.12, 0.25)  # of the image side: shape "radius" (circumradius, half side)
 MIN_COLOUR_DISTANCE = 110.0  # RGB distance between a shape and its background's mean

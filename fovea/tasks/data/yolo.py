@@ -1,25 +1,45 @@
 """YOLO (Ultralytics) txt labels: images/<split>/x.jpg beside labels/<split>/x.txt.
 
-Class names come from data.yaml (`names`: a list or {id: name}); its `train` and `val`
-entries, when they are folders inside the dataset, give the split. Paths in the yaml are
-resolved against the dataset folder and must stay inside it (its `path` key is ignored: a
-user's yaml must not point a worker at files outside the data roots). An image without a
-label file has no objects, as in Ultralytics.
+Torch-free. One parser for every task: it finds the images, their label files and the
+class names, and reads label lines into raw objects (`read_labels`); detection takes boxes
+(a polygon's bounding box), segmentation rasterises polygons and refuses boxes.
 
-A label line is `class x1 y1 x2 y2 ...` (a polygon, coordinates normalised to [0, 1]) or
-`class cx cy w h` (a box). `read_labels` returns both kinds; segmentation refuses boxes.
+Class names come from the dataset's yaml (`names`: a list or {id: name}); its `train` and
+`val` entries, when they are folders inside the dataset, give the split. Paths in the yaml
+are resolved against the dataset folder and must stay inside it (its `path` key is ignored:
+a user's yaml must not point a worker at files outside the data roots).
+
+Datasets as their publishers ship them are accepted, with a note for each oddity (the task
+turns notes into job events, the API shows them at submit):
+- `train` and `val` naming the same folder (Ultralytics' coco128.yaml, coco128-seg.yaml):
+  one set, split by DataConfig.val_split;
+- no yaml or no `names`: classes named by their ids "0".."N-1" (N = 1 + the largest id);
+- images without a label file: no objects (as in Ultralytics), counted;
+- label files without an image: ignored, counted.
+
+A label line is `class x1 y1 x2 y2 ...` (a polygon) or `class cx cy w h` (a box), with
+coordinates normalised to [0, 1]. A class id without a name is dropped and counted
+("unknown_class_dropped"); a line that is not numbers, has a wrong count of values, or
+coordinates outside [0, 1] fails with the file and line.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from fovea.tasks.base import UserError
-from fovea.tasks.data.images import IMAGE_SUFFIXES
+from fovea.tasks.data.files import (
+    IMAGE_SUFFIXES,
+    Note,
+    RootGuard,
+    image_files,
+    require_folder,
+)
+from fovea.tasks.errors import UserError
 
 COORDINATE_SLACK = 0.01  # tolerated overshoot of [0, 1] (rounding in exported labels)
 
@@ -28,6 +48,7 @@ COORDINATE_SLACK = 0.01  # tolerated overshoot of [0, 1] (rounding in exported l
 class YoloItem:
     image: Path
     labels: Path | None  # None: no label file, so no objects
+    is_val: bool = False
 
 
 @dataclass(frozen=True)
@@ -37,21 +58,30 @@ class YoloObject:
     box: np.ndarray | None  # float64 [4] normalised cx, cy, w, h; None for a polygon line
     line: int  # 1-based, for messages
 
+    def bounds(self) -> np.ndarray:
+        """float64 [4] normalised x1, y1, x2, y2 (a polygon's bounding box)."""
+        if self.box is not None:
+            cx, cy, w, h = self.box
+            return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+        assert self.polygon is not None
+        return np.concatenate([self.polygon.min(axis=0), self.polygon.max(axis=0)])
+
 
 @dataclass
 class YoloDataset:
     class_names: list[str]
-    train: list[YoloItem]
-    val: list[YoloItem] | None  # None: no val folder; split by DataConfig.val_split
+    items: list[YoloItem]
+    has_val_split: bool  # a distinct val folder gave the validation split
+    notes: list[Note] = field(default_factory=list)
+    config: Path | None = None  # the yaml read, if any
 
 
-def read_yolo_dataset(root: str | Path) -> YoloDataset:
-    root = Path(root)
-    if not root.is_dir():
-        raise UserError(f"dataset path {root} does not exist or is not a folder")
+def read_yolo_dataset(root: str | Path, *, guard: RootGuard | None = None) -> YoloDataset:
+    root = require_folder(root)
+    guard = guard or RootGuard(None)
     config_path = next((p for p in sorted(root.glob("*.yaml")) + sorted(root.glob("*.yml"))), None)
-    config = _read_yaml(config_path) if config_path else {}
-    names = _class_names(config, config_path)
+    config = _read_yaml(guard(config_path)) if config_path else {}
+    notes: list[Note] = []
     train_dir = _split_dir(root, config.get("train"), "images/train")
     val_dir = _split_dir(root, config.get("val"), "images/val")
     if train_dir is None:
@@ -61,17 +91,42 @@ def read_yolo_dataset(root: str | Path) -> YoloDataset:
             f"dataset path {root} has no images/ folder; the yolo format expects "
             "<root>/images/<split>/ with <root>/labels/<split>/*.txt and a data.yaml"
         )
-    train = _items(train_dir, exclude=val_dir)
-    val = _items(val_dir) if val_dir is not None and val_dir != train_dir else None
-    if not train:
+    if val_dir is not None and val_dir.resolve() == train_dir.resolve():
+        notes.append(
+            Note(
+                "same_train_val_folder",
+                f"the yaml's train and val both name {val_dir.relative_to(root)}; using it "
+                "as one set split by dataset.val_split",
+            )
+        )
+        val_dir = None
+    items = _items(train_dir, exclude=val_dir, is_val=False)
+    if val_dir is not None:
+        items += _items(val_dir, is_val=True)
+    if not any(not item.is_val for item in items):
         raise UserError(f"no images under {train_dir}")
+    for item in items:
+        guard(item.image)
+        if item.labels is not None:
+            guard(item.labels)
+    names = _class_names(config, config_path)
     if names is None:
-        names = _numeric_names(train + (val or []))
-    return YoloDataset(names, train, val)
+        names = _numeric_names(items)
+        where = f"{config_path.name} has no 'names'" if config_path else "no data.yaml"
+        notes.append(
+            Note(
+                "class_names_from_ids",
+                f"{where}: the {len(names)} classes are named by their ids 0..{len(names) - 1}",
+                len(names),
+            )
+        )
+    notes += _pairing_notes(items, [d for d in (train_dir, val_dir) if d is not None])
+    return YoloDataset(names, items, val_dir is not None, notes, config_path)
 
 
-def read_labels(path: Path, *, num_classes: int) -> list[YoloObject]:
-    """Every object in one label file; raises UserError naming the file and line."""
+def read_labels(path: Path, *, num_classes: int, counts: Counter) -> list[YoloObject]:
+    """Every object in one label file with a known class; objects of an unknown class are
+    counted in `counts["unknown_class_dropped"]`. Raises UserError naming file and line."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -86,11 +141,6 @@ def read_labels(path: Path, *, num_classes: int) -> list[YoloObject]:
             coords = np.array([float(v) for v in fields[1:]], dtype=np.float64)
         except ValueError:
             raise UserError(f"{path}, line {number}: not numbers: {line.strip()[:80]!r}") from None
-        if not 0 <= class_id < num_classes:
-            raise UserError(
-                f"{path}, line {number}: class {class_id} outside 0..{num_classes - 1} "
-                f"({num_classes} names)"
-            )
         if not np.isfinite(coords).all() or (
             coords.size
             and (coords.min() < -COORDINATE_SLACK or coords.max() > 1 + COORDINATE_SLACK)
@@ -101,14 +151,18 @@ def read_labels(path: Path, *, num_classes: int) -> list[YoloObject]:
             )
         coords = coords.clip(0.0, 1.0)
         if len(coords) == 4:
-            objects.append(YoloObject(class_id, None, coords, number))
+            obj = YoloObject(class_id, None, coords, number)
         elif len(coords) >= 6 and len(coords) % 2 == 0:
-            objects.append(YoloObject(class_id, coords.reshape(-1, 2), None, number))
+            obj = YoloObject(class_id, coords.reshape(-1, 2), None, number)
         else:
             raise UserError(
-                f"{path}, line {number}: expected 4 values (a box) or an even number >= 6 "
+                f"{path}, line {number}: expected 4 values (cx cy w h) or an even number >= 6 "
                 f"(a polygon) after the class, got {len(coords)}"
             )
+        if 0 <= class_id < num_classes:
+            objects.append(obj)
+        else:
+            counts["unknown_class_dropped"] += 1
     return objects
 
 
@@ -146,7 +200,7 @@ def _split_dir(root: Path, entry: object, default: str) -> Path | None:
         if not candidate.is_relative_to(root.resolve()):
             raise UserError(f"{root}: the yaml split {entry!r} points outside the dataset")
         if candidate.is_dir():
-            return candidate
+            return root / candidate.relative_to(root.resolve())
         if candidate.is_file():
             raise UserError(
                 f"{root}: the yaml split {entry!r} is a file list; use image folders instead"
@@ -155,21 +209,17 @@ def _split_dir(root: Path, entry: object, default: str) -> Path | None:
     return fallback if fallback.is_dir() else None
 
 
-def _items(image_dir: Path, *, exclude: Path | None = None) -> list[YoloItem]:
+def _items(image_dir: Path, *, is_val: bool, exclude: Path | None = None) -> list[YoloItem]:
     items = []
-    for image in sorted(image_dir.rglob("*")):
-        if image.suffix.lower() not in IMAGE_SUFFIXES or not image.is_file():
-            continue
+    for image in image_files(image_dir):
         if exclude is not None and image.resolve().is_relative_to(exclude.resolve()):
             continue
-        if any(part.startswith(".") for part in image.relative_to(image_dir).parts):
-            continue
-        labels = _label_path(image)
-        items.append(YoloItem(image, labels if labels.is_file() else None))
+        labels = label_path(image)
+        items.append(YoloItem(image, labels if labels.is_file() else None, is_val))
     return items
 
 
-def _label_path(image: Path) -> Path:
+def label_path(image: Path) -> Path:
     """.../images/<rest>/x.jpg -> .../labels/<rest>/x.txt (the last "images" component)."""
     parts = list(image.parts)
     for i in range(len(parts) - 2, -1, -1):
@@ -177,6 +227,37 @@ def _label_path(image: Path) -> Path:
             parts[i] = "labels"
             break
     return Path(*parts).with_suffix(".txt")
+
+
+def _pairing_notes(items: list[YoloItem], image_dirs: list[Path]) -> list[Note]:
+    notes = []
+    unlabelled = sum(item.labels is None for item in items)
+    if unlabelled:
+        notes.append(
+            Note(
+                "images_without_labels",
+                f"{unlabelled} of {len(items)} images have no label file: they count as "
+                "images with no objects",
+                unlabelled,
+            )
+        )
+    used = {item.labels for item in items if item.labels is not None}
+    orphan_files: set[Path] = set()
+    for image_dir in image_dirs:
+        label_dir = label_path(image_dir / "x.jpg").parent
+        if label_dir.is_dir() and label_dir != image_dir:
+            orphan_files.update(p for p in label_dir.rglob("*.txt") if p not in used)
+    orphans = len(orphan_files)
+    if orphans:
+        notes.append(
+            Note(
+                "labels_without_images",
+                f"{orphans} label files have no image beside them (looked for "
+                f"{', '.join(sorted(IMAGE_SUFFIXES))}); they are ignored",
+                orphans,
+            )
+        )
+    return notes
 
 
 def _numeric_names(items: list[YoloItem]) -> list[str]:

@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import batched_nms
 
+from fovea.tasks.backbones import SILU, conv_bn_act
 from fovea.tasks.detection.assigner import task_aligned_assign
 from fovea.tasks.detection.loss import check_loss_weights, detection_loss
 
@@ -41,20 +42,16 @@ class LtrbCoder:
         return distances / strides[:, None]
 
 
-def _conv_bn_act(c_in: int, c_out: int, kernel: int = 3) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.SiLU(inplace=True),
-    )
-
-
 class LevelHead(nn.Module):
     def __init__(self, *, channels: int, num_classes: int, convs: int) -> None:
         super().__init__()
-        self.stem = _conv_bn_act(channels, channels, kernel=1)
-        self.cls_branch = nn.Sequential(*(_conv_bn_act(channels, channels) for _ in range(convs)))
-        self.box_branch = nn.Sequential(*(_conv_bn_act(channels, channels) for _ in range(convs)))
+        self.stem = conv_bn_act(channels, channels, kernel=1, activation=SILU)
+        self.cls_branch = nn.Sequential(
+            *(conv_bn_act(channels, channels, activation=SILU) for _ in range(convs))
+        )
+        self.box_branch = nn.Sequential(
+            *(conv_bn_act(channels, channels, activation=SILU) for _ in range(convs))
+        )
         self.cls_pred = nn.Conv2d(channels, num_classes, 1)
         self.box_pred = nn.Conv2d(channels, 4, 1)
         nn.init.constant_(

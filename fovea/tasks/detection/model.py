@@ -1,8 +1,9 @@
 """The detector: a backbone, a PAN neck and a decoupled head, each its own module.
 
-`ARCHITECTURES` (size presets yolo_n / yolo_s / yolo_m) and `BACKBONES` (torchvision
-resnet18/34/50, mobilenet_v3_large, and a tiny CNN for tests and small images on CPU) are
-the explicit lists. Every backbone returns three feature maps at strides 8, 16 and 32.
+`ARCHITECTURES` (size presets yolo_n / yolo_s / yolo_m) is the explicit list; the
+backbone is any encoder of the shared zoo (tasks/backbones.py: torchvision resnet18/34/50,
+mobilenet_v3_large, and a tiny CNN for tests and small images on CPU), of which the
+detector takes the feature maps at strides 8, 16 and 32.
 
 - Neck (PAN, Liu et al. 2018): 1x1 laterals to the preset's width, a top-down path
   (upsample x2, concatenate, conv block) then a bottom-up path (3x3 stride-2 conv,
@@ -23,27 +24,22 @@ In training mode `forward(images, targets)` returns named losses; in eval mode a
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 from torch.nn import functional as F
 
-from fovea.tasks.base import UserError
+from fovea.tasks.backbones import SILU, conv_bn_act, get_encoder, get_encoder_spec
 from fovea.tasks.detection.head import DetectionHead
-from fovea.tasks.weights import (
-    is_weights_file,
-    load_classifier_body,
-    load_with_fresh_head,
-    read_weights_file,
-    torchvision_state_dict,
-)
+from fovea.tasks.errors import UserError
+from fovea.tasks.weights import is_weights_file, load_weights_file
 
-DEFAULT_BACKBONE = "resnet18"
 STRIDES = (8, 16, 32)
+LEVELS = slice(2, 5)  # encoder levels at strides 8, 16, 32
 HEAD_PREFIX = "head."
 
 
@@ -60,116 +56,10 @@ ARCHITECTURES: dict[str, Preset] = {
 }
 
 
-def conv_bn_act(c_in: int, c_out: int, *, kernel: int = 3, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.SiLU(inplace=True),
-    )
-
-
-# ---- backbones: image -> three feature maps at strides 8, 16, 32 -----------------------------
-
-
-class ResNetBackbone(nn.Module):
-    """torchvision ResNet minus avgpool/fc, with torchvision's module names (its ImageNet
-    state dict minus fc.* loads as is)."""
-
-    def __init__(self, *, resnet: torchvision.models.ResNet) -> None:
-        super().__init__()
-        self.conv1, self.bn1, self.relu, self.maxpool = (
-            resnet.conv1,
-            resnet.bn1,
-            resnet.relu,
-            resnet.maxpool,
-        )
-        self.layer1, self.layer2 = resnet.layer1, resnet.layer2
-        self.layer3, self.layer4 = resnet.layer3, resnet.layer4
-        expansion = 4 if isinstance(resnet.layer1[0], torchvision.models.resnet.Bottleneck) else 1
-        self.out_channels = (128 * expansion, 256 * expansion, 512 * expansion)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))  # [N, c, H/4, W/4]
-        s8 = self.layer2(x)
-        s16 = self.layer3(s8)
-        s32 = self.layer4(s16)  # [N, c32, H/32, W/32]
-        return [s8, s16, s32]
-
-
-class MobileNetV3Backbone(nn.Module):
-    """torchvision mobilenet_v3_large `features`, cut where the stride doubles."""
-
-    STAGE_ENDS = (7, 13, 17)  # features[:7] ends at stride 8, [7:13] at 16, [13:17] at 32
-
-    def __init__(self, *, mobilenet: torchvision.models.MobileNetV3) -> None:
-        super().__init__()
-        self.features = mobilenet.features
-        self.out_channels = (40, 112, 960)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outputs, start = [], 0
-        for end in self.STAGE_ENDS:
-            for layer in self.features[start:end]:
-                x = layer(x)
-            outputs.append(x)
-            start = end
-        return outputs
-
-
-class TinyBackbone(nn.Module):
-    """Five stride-2 stages of (3x3 conv stride 2, 3x3 conv), BN + SiLU; ~0.2M parameters.
-    For tests and small images on CPU, trained from scratch."""
-
-    def __init__(self, *, widths: Sequence[int] = (16, 32, 48, 64, 96)) -> None:
-        super().__init__()
-        stages, c_in = [], 3
-        for width in widths:
-            stages.append(
-                nn.Sequential(conv_bn_act(c_in, width, stride=2), conv_bn_act(width, width))
-            )
-            c_in = width
-        self.stages = nn.ModuleList(stages)
-        self.out_channels = tuple(widths[2:])
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outputs = []
-        for stage in self.stages:
-            x = stage(x)
-            outputs.append(x)
-        return outputs[2:]  # strides 8, 16, 32
-
-
-@dataclass(frozen=True)
-class Backbone:
-    build: Callable[[], nn.Module]  # randomly initialised
-    torchvision_name: str | None  # for weights enums
-    classifier_prefixes: tuple[str, ...] = ()  # torchvision keys that are not the backbone's
-
-
-def _resnet(name: str) -> Backbone:
-    return Backbone(
-        build=lambda: ResNetBackbone(resnet=torchvision.models.get_model(name, weights=None)),
-        torchvision_name=name,
-        classifier_prefixes=("fc.",),
-    )
-
-
-BACKBONES: dict[str, Backbone] = {
-    "tiny": Backbone(build=TinyBackbone, torchvision_name=None),
-    "resnet18": _resnet("resnet18"),
-    "resnet34": _resnet("resnet34"),
-    "resnet50": _resnet("resnet50"),
-    "mobilenet_v3_large": Backbone(
-        build=lambda: MobileNetV3Backbone(
-            mobilenet=torchvision.models.mobilenet_v3_large(weights=None)
-        ),
-        torchvision_name="mobilenet_v3_large",
-        classifier_prefixes=("classifier.",),
-    ),
-}
-
-
 # ---- neck: three backbone maps -> three maps of one width -----------------------------------
+
+
+_conv = partial(conv_bn_act, activation=SILU)
 
 
 class ConvBlock(nn.Module):
@@ -177,8 +67,8 @@ class ConvBlock(nn.Module):
 
     def __init__(self, *, c_in: int, c_out: int, depth: int) -> None:
         super().__init__()
-        self.reduce = conv_bn_act(c_in, c_out, kernel=1)
-        self.blocks = nn.ModuleList(conv_bn_act(c_out, c_out) for _ in range(depth))
+        self.reduce = _conv(c_in, c_out, kernel=1)
+        self.blocks = nn.ModuleList(_conv(c_out, c_out) for _ in range(depth))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.reduce(x)
@@ -191,9 +81,9 @@ class PANNeck(nn.Module):
     def __init__(self, *, in_channels: Sequence[int], channels: int, depth: int) -> None:
         super().__init__()
         c = channels
-        self.laterals = nn.ModuleList(conv_bn_act(ci, c, kernel=1) for ci in in_channels)
+        self.laterals = nn.ModuleList(_conv(ci, c, kernel=1) for ci in in_channels)
         self.top_down = nn.ModuleList(ConvBlock(c_in=2 * c, c_out=c, depth=depth) for _ in range(2))
-        self.downsample = nn.ModuleList(conv_bn_act(c, c, stride=2) for _ in range(2))
+        self.downsample = nn.ModuleList(_conv(c, c, stride=2) for _ in range(2))
         self.bottom_up = nn.ModuleList(
             ConvBlock(c_in=2 * c, c_out=c, depth=depth) for _ in range(2)
         )
@@ -227,7 +117,7 @@ class Detector(nn.Module):
             return self.detect(images)
         if targets is None:
             raise ValueError("a Detector in training mode needs targets")
-        features = self.backbone(images)
+        features = self.backbone(images)[LEVELS]  # strides 8, 16, 32
         pyramid = self.neck(features)
         outputs = self.head(pyramid)  # {"cls_logits" [N, P, C], "box_regression" [N, P, 4]}
         return self.head.compute_loss(outputs, targets, image_size=images.shape[-2:])
@@ -237,14 +127,14 @@ class Detector(nn.Module):
     ) -> list[dict[str, torch.Tensor]]:
         """Per image {"boxes" [K, 4] xyxy pixels, "scores" [K], "labels" [K]}, after NMS;
         `score_threshold` None: the head's (low, for mAP)."""
-        outputs = self.head(self.neck(self.backbone(images)))
+        outputs = self.head(self.neck(self.backbone(images)[LEVELS]))
         return self.head.postprocess(
             outputs, image_size=images.shape[-2:], score_threshold=score_threshold
         )
 
     def decoded(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Before NMS, for export: boxes [N, P, 4] xyxy pixels and scores [N, P, C] in [0, 1]."""
-        outputs = self.head(self.neck(self.backbone(images)))
+        outputs = self.head(self.neck(self.backbone(images)[LEVELS]))
         return self.head.decode(outputs, image_size=images.shape[-2:])
 
 
@@ -273,27 +163,15 @@ def build_detector(
     """The model in training mode; UserError for an unknown arch, backbone or bad weights."""
     if arch not in ARCHITECTURES:
         raise UserError(f"unknown model.arch {arch!r}; valid: {', '.join(ARCHITECTURES)}")
-    backbone = backbone or DEFAULT_BACKBONE
-    if backbone not in BACKBONES:
-        raise UserError(f"unknown model.backbone {backbone!r}; valid: {', '.join(BACKBONES)}")
+    backbone, spec = get_encoder_spec(backbone)
     if num_classes < 1:
         raise UserError(f"detection needs >= 1 class, got {num_classes}")
-    preset, spec = ARCHITECTURES[arch], BACKBONES[backbone]
+    preset, name = ARCHITECTURES[arch], f"{arch}/{backbone}"
     channels = round(256 * preset.width)
     depth = max(1, math.ceil(3 * preset.depth))
-    body = spec.build()
-    if weights is not None and not is_weights_file(weights):
-        state, path = torchvision_state_dict(
-            torchvision_name=spec.torchvision_name, weights=weights, arch=f"{arch}/{backbone}"
-        )
-        load_classifier_body(
-            body,
-            state,
-            classifier_prefixes=spec.classifier_prefixes,
-            source=str(path),
-            part="backbone",
-        )
-    neck = PANNeck(in_channels=body.out_channels, channels=channels, depth=depth)
+    enum_weights = weights if weights is not None and not is_weights_file(weights) else None
+    body = get_encoder(backbone, weights=enum_weights, activation=SILU, model_name=name)
+    neck = PANNeck(in_channels=body.out_channels[LEVELS], channels=channels, depth=depth)
     head = DetectionHead(
         in_channels=channels,
         num_classes=num_classes,
@@ -303,27 +181,12 @@ def build_detector(
     )
     model = Detector(backbone=body, neck=neck, head=head)
     if weights is not None and is_weights_file(weights):
-        _load_file(model, spec, path=Path(weights), name=f"{arch}/{backbone}")
-    return model.train()
-
-
-def _load_file(model: Detector, spec: Backbone, *, path: Path, name: str) -> None:
-    """A whole detector (keys "backbone.", "neck.", "head."; class logits may differ in
-    shape, so fine-tuning on new classes works) or a torchvision classifier's backbone."""
-    state = read_weights_file(path)
-    if not any(k.startswith("backbone.") for k in state):
-        load_classifier_body(
-            model.backbone,
-            state,
+        load_weights_file(
+            model,
+            path=Path(weights),
+            encoder_attr="backbone",
             classifier_prefixes=spec.classifier_prefixes,
-            source=str(path),
-            part="backbone",
+            head_prefix=HEAD_PREFIX,
+            name=name,
         )
-        return
-    load_with_fresh_head(
-        model,
-        state,
-        head_prefix=HEAD_PREFIX,
-        source=path,
-        name=name,
-    )
+    return model.train()

@@ -14,8 +14,9 @@ file; unreadable files are skipped, counted and reported once, as images are.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,18 +26,15 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from fovea.tasks.base import DataBundle, DataConfig, EventSink, UserError
-from fovea.tasks.data.builtin import get_builtin, parse_builtin_uri
+from fovea.tasks.data.builtin import load_builtin
 from fovea.tasks.data.cache import (
-    Rejected,
-    check_cache_fits,
-    decode_parallel,
-    letterbox,
-    letterbox_mask,
-    pil_to_tensor,
+    decode_and_report,
+    report_bad_labels,
+    report_notes,
     skipped_counts,
 )
 from fovea.tasks.data.coco import CocoItem, read_coco_dataset, semantic_mask
-from fovea.tasks.data.images import CorruptImageError, ImageTooLargeError, open_image
+from fovea.tasks.data.files import Note, RootGuard, relative_key
 from fovea.tasks.data.masks import (
     MaskPair,
     ValueMap,
@@ -44,33 +42,27 @@ from fovea.tasks.data.masks import (
     find_mask_pairs,
     read_mask,
 )
-from fovea.tasks.data.transforms import joint_eval_transform, joint_train_transform
+from fovea.tasks.data.split import split_for
+from fovea.tasks.data.transforms import joint_train_transform, normalize_image_only
 from fovea.tasks.data.yolo import YoloItem, read_labels, read_yolo_dataset
+from fovea.tasks.preprocess import Preprocess
 
 BACKGROUND = "background"
 IGNORE_INDEX = -100  # unlabeled pixels in batches (PyTorch's cross-entropy default)
-MAX_REPORTED_EXAMPLES = 10
 
 
 @dataclass
 class MaskedImages:
     images: torch.Tensor  # [N, 3, S, S] uint8, letterboxed
     masks: torch.Tensor  # [N, S, S] uint8 or int32 class indices; ignore_index: unlabeled
+    keys: list[str] = field(default_factory=list)  # per image relative path ("#<index>")
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
     def subset(self, indices: list[int]) -> MaskedImages:
         index = torch.as_tensor(indices, dtype=torch.long)
-        return MaskedImages(self.images[index], self.masks[index])
-
-
-@dataclass
-class SegmentationSplit:
-    train: MaskedImages
-    val: MaskedImages
-    class_names: list[str]
-    stats: dict[str, int]
+        return MaskedImages(self.images[index], self.masks[index], [self.keys[i] for i in indices])
 
 
 class SegmentationDataset(Dataset):
@@ -99,33 +91,43 @@ class SegmentationDataset(Dataset):
         return image.as_subclass(torch.Tensor), labels
 
 
-def build_segmentation_data(config: DataConfig, *, events: EventSink) -> DataBundle:
-    if config.format not in FORMATS:
+def build_segmentation_data(
+    config: DataConfig, *, preprocess: Preprocess, events: EventSink
+) -> DataBundle:
+    if config.format not in (*PARSERS, "builtin"):
         raise UserError(
             f"dataset.format {config.format!r} is not a segmentation format; "
-            f"valid: {', '.join(FORMATS)}"
+            f"valid: {', '.join(PARSERS)}, builtin"
         )
     if config.class_map is not None and config.format != "masks":
         raise UserError(
             f"dataset.class_map applies to the masks format only; {config.format} datasets "
             "name their classes themselves"
         )
-    split = FORMATS[config.format](config, events)
-    check_ignore_index(config.ignore_index, len(split.class_names))
-    split.stats["classes"] = len(split.class_names)
+    if config.format == "builtin":
+        found = _builtin(config, preprocess)
+    else:
+        parsed = PARSERS[config.format](config)
+        found = _decode(parsed, config=config, preprocess=preprocess, events=events)
+    check_ignore_index(config.ignore_index, len(found.class_names))
+    split = split_for(config, keys=found.data.keys, is_val=found.is_val)
+    train, val = found.data.subset(split.train), found.data.subset(split.val)
     train_transform = joint_train_transform(
-        config.augment, image_size=config.image_size, ignore_index=config.ignore_index
+        config.augment, preprocess=preprocess, ignore_index=config.ignore_index
     )
     ignore = config.ignore_index
     return DataBundle(
-        train=SegmentationDataset(split.train, transform=train_transform, ignore_index=ignore),
-        val=SegmentationDataset(split.val, transform=joint_eval_transform(), ignore_index=ignore),
-        class_names=split.class_names,
-        stats=split.stats,
+        train=SegmentationDataset(train, transform=train_transform, ignore_index=ignore),
+        val=SegmentationDataset(
+            val, transform=normalize_image_only(preprocess), ignore_index=ignore
+        ),
+        class_names=found.class_names,
+        stats={**found.stats, **split.stats, "classes": len(found.class_names)},
+        val_files=val.keys,
     )
 
 
-# ---- formats ------------------------------------------------------------------------------
+# ---- formats: the shared parsers' raw records to a mask per image ----------------------------
 
 
 @dataclass(frozen=True)
@@ -133,25 +135,79 @@ class _Source:
     """One image and how to get its class-index mask once the image's size is known."""
 
     image: Path
+    key: str
     labels: Callable[[int, int], np.ndarray]  # (height, width) -> int64 [H, W]
+    is_val: bool = False
 
 
-def _masks(config: DataConfig, events: EventSink) -> SegmentationSplit:
-    folders = find_mask_pairs(config.uri)
+@dataclass
+class _Parsed:
+    sources: list[_Source]
+    has_val_split: bool
+    class_names: Callable[[], list[str]]  # called after decoding: index masks learn theirs
+    notes: list[Note] = field(default_factory=list)
+    counts: Counter = field(default_factory=Counter)  # filled while decoding, too
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Found:
+    data: MaskedImages
+    class_names: list[str]
+    is_val: list[bool] | None  # the dataset's own split, per kept image
+    stats: dict[str, int]
+
+
+def _decode(
+    parsed: _Parsed, *, config: DataConfig, preprocess: Preprocess, events: EventSink
+) -> _Found:
+    """Decode and letterbox every image and mask once (threads: PIL and torch release the
+    GIL). Unreadable files are skipped and reported; UserErrors from a label fail the load."""
+    report_notes(parsed.notes, events)
+    ignore = config.ignore_index
+    dtype = torch.uint8 if ignore <= 255 else torch.int32
+    sources = parsed.sources
+
+    def label_of(position: int, height: int, width: int) -> torch.Tensor:
+        labels = torch.from_numpy(sources[position].labels(height, width))
+        return preprocess.fit_mask(labels, fill=ignore).to(dtype)
+
+    decoded = decode_and_report(
+        sources, label_of, preprocess=preprocess, config=config, events=events
+    )
+    kept = decoded.sources
+    bad = report_bad_labels(
+        {"unknown_class_dropped": parsed.counts["unknown_class_dropped"]}, events
+    )
+    return _Found(
+        MaskedImages(decoded.images, torch.stack(decoded.labels), [s.key for s in kept]),
+        parsed.class_names(),
+        [s.is_val for s in kept] if parsed.has_val_split else None,
+        {**skipped_counts(decoded.rejected), **bad, **parsed.stats},
+    )
+
+
+def _masks(config: DataConfig) -> _Parsed:
+    root = Path(config.uri)
+    folders = find_mask_pairs(root, guard=RootGuard(config.roots))
     value_map = ValueMap(config.class_map, ignore_index=config.ignore_index)
-    if folders.images_without_mask:
-        shown = ", ".join(str(p) for p in folders.images_without_mask[:3])
-        events(
-            "images_without_mask",
-            f"skipped {len(folders.images_without_mask)} images that have no mask, e.g. {shown}",
-            {"images_without_mask": len(folders.images_without_mask)},
+    missing = folders.images_without_mask
+    notes = []
+    if missing:
+        shown = ", ".join(str(p) for p in missing[:3])
+        notes.append(
+            Note(
+                "images_without_mask",
+                f"skipped {len(missing)} images that have no mask, e.g. {shown}",
+                len(missing),
+            )
         )
-    pairs = folders.train + (folders.val or [])
+    pairs = [(p, False) for p in folders.train] + [(p, True) for p in folders.val or []]
     if not pairs:
         raise UserError(f"dataset path {config.uri} has no image with a matching mask")
     found: set[int] = set()
 
-    def source(pair: MaskPair) -> _Source:
+    def source(pair: MaskPair, is_val: bool) -> _Source:
         def labels(height: int, width: int) -> np.ndarray:
             raw = read_mask(pair.mask, max_pixels=config.max_image_pixels)
             if raw.shape != (height, width):
@@ -163,25 +219,29 @@ def _masks(config: DataConfig, events: EventSink) -> SegmentationSplit:
             found.update(np.unique(mapped).tolist())  # set.update holds the GIL: thread-safe
             return mapped
 
-        return _Source(pair.image, labels)
+        return _Source(pair.image, relative_key(pair.image, root), labels, is_val)
 
-    decoded = _decode([source(p) for p in pairs], config=config, events=events)
-    class_names = value_map.finish(found, root=Path(config.uri))
-    train_count = len(folders.train) if folders.val is not None else None
-    split = _split(decoded, train_count=train_count, config=config)
-    stats = {**split.stats, "images_without_mask": len(folders.images_without_mask)}
-    return SegmentationSplit(split.train, split.val, class_names, stats)
+    return _Parsed(
+        [source(p, v) for p, v in pairs],
+        has_val_split=folders.val is not None,
+        class_names=lambda: value_map.finish(found, root=root),
+        notes=notes,
+        stats={"images_without_mask": len(missing)},
+    )
 
 
-def _yolo(config: DataConfig, events: EventSink) -> SegmentationSplit:
-    dataset = read_yolo_dataset(config.uri)
-    class_names = [BACKGROUND, *dataset.class_names]
+def _yolo(config: DataConfig) -> _Parsed:
+    root = Path(config.uri)
+    dataset = read_yolo_dataset(root, guard=RootGuard(config.roots))
+    counts: Counter = Counter()
 
     def source(item: YoloItem) -> _Source:
         def labels(height: int, width: int) -> np.ndarray:
             if item.labels is None:
                 return np.zeros((height, width), dtype=np.int64)
-            objects = read_labels(item.labels, num_classes=len(dataset.class_names))
+            mine: Counter = Counter()
+            objects = read_labels(item.labels, num_classes=len(dataset.class_names), counts=mine)
+            counts.update(mine)  # Counter.update of a small dict holds the GIL
             boxes = [o for o in objects if o.polygon is None]
             if boxes:
                 raise UserError(
@@ -197,17 +257,20 @@ def _yolo(config: DataConfig, events: EventSink) -> SegmentationSplit:
                 draw.polygon(points, fill=objects[k].class_id + 1)
             return np.asarray(canvas, dtype=np.int64)
 
-        return _Source(item.image, labels)
+        return _Source(item.image, relative_key(item.image, root), labels, item.is_val)
 
-    items = dataset.train + (dataset.val or [])
-    decoded = _decode([source(i) for i in items], config=config, events=events)
-    train_count = len(dataset.train) if dataset.val is not None else None
-    split = _split(decoded, train_count=train_count, config=config)
-    return SegmentationSplit(split.train, split.val, class_names, split.stats)
+    return _Parsed(
+        [source(i) for i in dataset.items],
+        has_val_split=dataset.has_val_split,
+        class_names=lambda: [BACKGROUND, *dataset.class_names],
+        notes=dataset.notes,
+        counts=counts,
+    )
 
 
-def _coco(config: DataConfig, events: EventSink) -> SegmentationSplit:
-    dataset = read_coco_dataset(config.uri)
+def _coco(config: DataConfig) -> _Parsed:
+    root = Path(config.uri)
+    dataset = read_coco_dataset(root, guard=RootGuard(config.roots))
     class_of_category = {c: i + 1 for i, c in enumerate(dataset.category_ids)}
 
     def source(item: CocoItem) -> _Source:
@@ -221,112 +284,32 @@ def _coco(config: DataConfig, events: EventSink) -> SegmentationSplit:
                 item, class_of_category=class_of_category, height=height, width=width
             )
 
-        return _Source(item.image, labels)
+        return _Source(item.image, relative_key(item.image, root), labels, item.is_val)
 
-    items = dataset.train + (dataset.val or [])
-    decoded = _decode([source(i) for i in items], config=config, events=events)
-    train_count = len(dataset.train) if dataset.val is not None else None
-    split = _split(decoded, train_count=train_count, config=config)
-    stats = {**split.stats, "annotations": sum(len(i.annotations) for i in items)}
-    return SegmentationSplit(split.train, split.val, [BACKGROUND, *dataset.category_names], stats)
+    return _Parsed(
+        [source(i) for i in dataset.items],
+        has_val_split=dataset.has_val_split,
+        class_names=lambda: [BACKGROUND, *dataset.category_names],
+        counts=Counter(dataset.counts),
+        stats={"annotations": sum(len(i.annotations) for i in dataset.items)},
+    )
 
 
-def _builtin(config: DataConfig, events: EventSink) -> SegmentationSplit:
-    builtin = get_builtin(config.uri, task="segmentation")
-    _, params = parse_builtin_uri(config.uri)
-    shapes = builtin.load(image_size=config.image_size, **params)
+def _builtin(config: DataConfig, preprocess: Preprocess) -> _Found:
+    shapes = load_builtin(config.uri, task="segmentation", image_size=config.image_size)
     images, masks = shapes.images, shapes.semantic_masks  # [N, 3, s, s], [N, s, s]
     if images.shape[-1] != config.image_size:
-        images = letterbox(images, config.image_size)
-        masks = letterbox_mask(masks, config.image_size, fill=config.ignore_index)
-    decoded = _Decoded(MaskedImages(images, masks), kept=list(range(len(images))), stats={})
-    split = _split(decoded, train_count=None, config=config)
-    return SegmentationSplit(split.train, split.val, [BACKGROUND, *shapes.class_names], split.stats)
+        images = preprocess.fit(images)
+        masks = preprocess.fit_mask(masks, fill=config.ignore_index)
+    keys = [f"#{i}" for i in range(len(images))]
+    return _Found(MaskedImages(images, masks, keys), [BACKGROUND, *shapes.class_names], None, {})
 
 
-FORMATS: dict[str, Callable[[DataConfig, EventSink], SegmentationSplit]] = {
+PARSERS: dict[str, Callable[[DataConfig], _Parsed]] = {
     "masks": _masks,
     "yolo": _yolo,
     "coco": _coco,
-    "builtin": _builtin,
-}
-
-
-# ---- decoding and splitting -----------------------------------------------------------------
-
-
-@dataclass
-class _Decoded:
-    data: MaskedImages
-    kept: list[int]  # source positions decoded (the others were skipped)
-    stats: dict[str, int]
-
-
-def _decode(sources: list[_Source], *, config: DataConfig, events: EventSink) -> _Decoded:
-    """Decode and letterbox every image and mask once (threads: PIL and torch release the
-    GIL). Unreadable files are skipped and reported; UserErrors from a label fail the load."""
-    size, ignore = config.image_size, config.ignore_index
-    check_cache_fits(len(sources), size)
-
-    def decode(source: _Source) -> tuple[torch.Tensor, torch.Tensor] | Rejected:
-        try:
-            image = open_image(source.image, max_pixels=config.max_image_pixels)
-            labels = source.labels(image.height, image.width)
-        except (ImageTooLargeError, CorruptImageError) as exc:
-            return Rejected(exc.path, exc.reason, too_large=isinstance(exc, ImageTooLargeError))
-        mask = letterbox_mask(torch.from_numpy(labels), size, fill=ignore)
-        return letterbox(pil_to_tensor(image), size), mask
-
-    kept, decoded, rejected = decode_parallel(decode, sources)
-    if not kept:
-        raise UserError(f"dataset path {config.uri} has no readable images ({len(sources)} tried)")
-    if rejected:
-        examples = [{"path": r.path, "reason": r.reason} for r in rejected[:MAX_REPORTED_EXAMPLES]]
-        events(
-            "images_skipped",
-            f"skipped {len(rejected)} unreadable or oversized images or masks, e.g. "
-            f"{examples[0]['path']}: {examples[0]['reason']}",
-            {"skipped": len(rejected), "examples": examples},
-        )
-    dtype = torch.uint8 if ignore <= 255 else torch.int32
-    images = torch.stack([o[0] for o in decoded])
-    masks = torch.stack([o[1].to(dtype) for o in decoded])
-    stats = skipped_counts(rejected)
-    return _Decoded(MaskedImages(images, masks), kept, stats)
-
-
-@dataclass
-class _Split:
-    train: MaskedImages
-    val: MaskedImages
-    stats: dict[str, int]
-
-
-def _split(decoded: _Decoded, *, train_count: int | None, config: DataConfig) -> _Split:
-    """By the dataset's own folders (sources before `train_count` are training), else a
-    seeded random split with round(N * val_split) (at least 1) validation images."""
-    count = len(decoded.kept)
-    if train_count is not None:
-        train_idx = [i for i, k in enumerate(decoded.kept) if k < train_count]
-        val_idx = [i for i, k in enumerate(decoded.kept) if k >= train_count]
-    else:
-        if count < 2:
-            raise UserError(f"dataset {config.uri} has {count} usable image; need >= 2 to split")
-        order = np.random.default_rng(config.seed).permutation(count)
-        n_val = min(max(round(count * config.val_split), 1), count - 1)
-        val_idx, train_idx = sorted(order[:n_val].tolist()), sorted(order[n_val:].tolist())
-    if not train_idx or not val_idx:
-        raise UserError(
-            f"dataset {config.uri}: {len(train_idx)} training and {len(val_idx)} validation "
-            "images after skipping unreadable files; both splits need at least one"
-        )
-    stats = {
-        **decoded.stats,
-        "images": count,
-        "train_images": len(train_idx),
-        "val_images": len(val_idx),
-    }
-    return _Split(decoded.data.subset(train_idx), decoded.data.subset(val_idx), stats)
+}  # and "builtin": generated, not parsed (_builtin)
 
 
 def _polygon_area(points: np.ndarray) -> float:

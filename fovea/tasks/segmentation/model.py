@@ -1,10 +1,10 @@
 """Segmentation architectures: an encoder, a decoder and a head, each its own module.
 
-`ARCHITECTURES` ("unet", "fpn") and `ENCODERS` (torchvision resnet18/34/50,
-mobilenet_v3_large, and a tiny CNN for tests and small images) are the explicit lists.
-Every encoder returns five feature maps at strides 2, 4, 8, 16 and 32; every model returns
-logits [N, num_classes, H, W] at the input resolution (inputs are zero-padded to a
-multiple of 32 inside, and the logits cropped back).
+`ARCHITECTURES` ("unet", "fpn") is the explicit list; the encoder is any of the shared zoo
+(tasks/backbones.py: torchvision resnet18/34/50, mobilenet_v3_large, and a tiny CNN for
+tests and small images), which returns five feature maps at strides 2, 4, 8, 16 and 32.
+Every model returns logits [N, num_classes, H, W] at the input resolution (inputs are
+zero-padded to a multiple of 32 inside, and the logits cropped back).
 
 - U-Net: each decoder block upsamples x2 (nearest), concatenates the encoder feature of that
   stride (the skip connection) and applies two 3x3 conv-BN-ReLU; five blocks go from
@@ -22,109 +22,22 @@ on new classes works) or a torchvision classifier of the same backbone (its enco
 
 from __future__ import annotations
 
-import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import FeaturePyramidNetwork
 
-from fovea.tasks.base import UserError
-from fovea.tasks.weights import (
-    is_weights_file,
-    load_classifier_body,
-    load_with_fresh_head,
-    read_weights_file,
-    torchvision_state_dict,
-)
-
-log = logging.getLogger(__name__)
+from fovea.tasks.backbones import conv_bn_act, get_encoder, get_encoder_spec
+from fovea.tasks.errors import UserError
+from fovea.tasks.weights import is_weights_file, load_weights_file
 
 OUTPUT_STRIDE = 32
-DEFAULT_BACKBONE = "resnet18"
 HEAD_PREFIX = "segmentation_head."
-
-
-# ---- encoders: image -> five feature maps at strides 2, 4, 8, 16, 32 --------------------------
-
-
-class ResNetEncoder(nn.Module):
-    """torchvision ResNet without pooling and fc; its module names are torchvision's, so a
-    torchvision state dict (minus fc.*) loads as is."""
-
-    def __init__(self, *, resnet: torchvision.models.ResNet) -> None:
-        super().__init__()
-        self.conv1, self.bn1, self.relu, self.maxpool = (
-            resnet.conv1,
-            resnet.bn1,
-            resnet.relu,
-            resnet.maxpool,
-        )
-        self.layer1, self.layer2, self.layer3, self.layer4 = (
-            resnet.layer1,
-            resnet.layer2,
-            resnet.layer3,
-            resnet.layer4,
-        )
-        widths = [_last_conv_channels(layer) for layer in (resnet.layer1, resnet.layer2)]
-        widths += [_last_conv_channels(layer) for layer in (resnet.layer3, resnet.layer4)]
-        self.out_channels = (64, *widths)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        s2 = self.relu(self.bn1(self.conv1(x)))  # [N, 64, H/2, W/2]
-        s4 = self.layer1(self.maxpool(s2))  # [N, c4, H/4, W/4]
-        s8 = self.layer2(s4)
-        s16 = self.layer3(s8)
-        s32 = self.layer4(s16)  # [N, c32, H/32, W/32]
-        return [s2, s4, s8, s16, s32]
-
-
-class MobileNetV3Encoder(nn.Module):
-    """torchvision mobilenet_v3_large `features`, cut where the stride doubles."""
-
-    STAGE_ENDS = (2, 4, 7, 13, 17)  # features[:2] is stride 2, [2:4] stride 4, ...
-
-    def __init__(self, *, mobilenet: torchvision.models.MobileNetV3) -> None:
-        super().__init__()
-        self.features = mobilenet.features  # torchvision's name: its state dict loads as is
-        self.out_channels = (16, 24, 40, 112, 960)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outputs, start = [], 0
-        for end in self.STAGE_ENDS:
-            for layer in self.features[start:end]:
-                x = layer(x)
-            outputs.append(x)
-            start = end
-        return outputs
-
-
-class TinyEncoder(nn.Module):
-    """Five stages of (3x3 stride-2 conv, 3x3 conv), BN + ReLU: 0.2M parameters, for tests
-    and small images on CPU (a 64 px U-Net step runs at ~200 images/s on one core)."""
-
-    def __init__(self, *, widths: Sequence[int] = (16, 32, 48, 64, 96)) -> None:
-        super().__init__()
-        stages, c_in = [], 3
-        for width in widths:
-            stages.append(
-                nn.Sequential(_conv_bn_relu(c_in, width, stride=2), _conv_bn_relu(width, width))
-            )
-            c_in = width
-        self.stages = nn.ModuleList(stages)
-        self.out_channels = tuple(widths)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outputs = []
-        for stage in self.stages:
-            x = stage(x)
-            outputs.append(x)
-        return outputs
 
 
 # ---- decoders: features -> one feature map --------------------------------------------------
@@ -133,8 +46,8 @@ class TinyEncoder(nn.Module):
 class UnetDecoderBlock(nn.Module):
     def __init__(self, *, in_channels: int, skip_channels: int, out_channels: int) -> None:
         super().__init__()
-        self.conv1 = _conv_bn_relu(in_channels + skip_channels, out_channels)
-        self.conv2 = _conv_bn_relu(out_channels, out_channels)
+        self.conv1 = conv_bn_act(in_channels + skip_channels, out_channels)
+        self.conv2 = conv_bn_act(out_channels, out_channels)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
         x = F.interpolate(x, scale_factor=2.0, mode="nearest")
@@ -251,58 +164,26 @@ class SegmentationModel(nn.Module):
 
 
 @dataclass(frozen=True)
-class Encoder:
-    build: Callable[[], nn.Module]  # randomly initialised
-    torchvision_name: str | None  # for weights enums
-    unet_channels: tuple[int, ...]  # U-Net decoder widths, strides 16 -> 1
-    fpn_channels: tuple[int, int]  # FPN pyramid and semantic-branch widths
-    classifier_prefixes: tuple[str, ...] = ()  # torchvision keys that are not the encoder's
+class DecoderWidths:
+    unet: tuple[int, ...]  # U-Net decoder block widths, strides 16 -> 1
+    fpn: tuple[int, int]  # FPN pyramid and semantic-branch widths
 
 
-def _resnet(name: str) -> Encoder:
-    return Encoder(
-        build=lambda: ResNetEncoder(resnet=torchvision.models.get_model(name, weights=None)),
-        torchvision_name=name,
-        unet_channels=(256, 128, 64, 32, 16),
-        fpn_channels=(256, 128),
-        classifier_prefixes=("fc.",),
-    )
+DEFAULT_WIDTHS = DecoderWidths(unet=(256, 128, 64, 32, 16), fpn=(256, 128))
+# Narrower decoders for the tiny encoder; every other encoder takes the defaults.
+DECODER_WIDTHS = {"tiny": DecoderWidths(unet=(64, 48, 32, 24, 16), fpn=(64, 32))}
 
 
-ENCODERS: dict[str, Encoder] = {
-    "tiny": Encoder(
-        build=TinyEncoder,
-        torchvision_name=None,
-        unet_channels=(64, 48, 32, 24, 16),
-        fpn_channels=(64, 32),
-    ),
-    "resnet18": _resnet("resnet18"),
-    "resnet34": _resnet("resnet34"),
-    "resnet50": _resnet("resnet50"),
-    "mobilenet_v3_large": Encoder(
-        build=lambda: MobileNetV3Encoder(
-            mobilenet=torchvision.models.mobilenet_v3_large(weights=None)
-        ),
-        torchvision_name="mobilenet_v3_large",
-        unet_channels=(256, 128, 64, 32, 16),
-        fpn_channels=(256, 128),
-        classifier_prefixes=("classifier.",),
-    ),
-}
-
-
-def _unet(encoder: nn.Module, spec: Encoder, num_classes: int) -> SegmentationModel:
-    decoder = UnetDecoder(
-        encoder_channels=encoder.out_channels, decoder_channels=spec.unet_channels
-    )
+def _unet(encoder: nn.Module, widths: DecoderWidths, num_classes: int) -> SegmentationModel:
+    decoder = UnetDecoder(encoder_channels=encoder.out_channels, decoder_channels=widths.unet)
     head = SegmentationHead(
         in_channels=decoder.out_channels, num_classes=num_classes, kernel_size=3, upsampling=1
     )
     return SegmentationModel(encoder=encoder, decoder=decoder, segmentation_head=head)
 
 
-def _fpn(encoder: nn.Module, spec: Encoder, num_classes: int) -> SegmentationModel:
-    pyramid, semantic = spec.fpn_channels
+def _fpn(encoder: nn.Module, widths: DecoderWidths, num_classes: int) -> SegmentationModel:
+    pyramid, semantic = widths.fpn
     decoder = FPNDecoder(
         encoder_channels=encoder.out_channels,
         pyramid_channels=pyramid,
@@ -314,7 +195,7 @@ def _fpn(encoder: nn.Module, spec: Encoder, num_classes: int) -> SegmentationMod
     return SegmentationModel(encoder=encoder, decoder=decoder, segmentation_head=head)
 
 
-ARCHITECTURES: dict[str, Callable[[nn.Module, Encoder, int], SegmentationModel]] = {
+ARCHITECTURES: dict[str, Callable[[nn.Module, DecoderWidths, int], SegmentationModel]] = {
     "unet": _unet,
     "fpn": _fpn,
 }
@@ -326,52 +207,25 @@ def build_segmenter(
     """The model in training mode; UserError for an unknown arch, backbone or bad weights."""
     if arch not in ARCHITECTURES:
         raise UserError(f"unknown model.arch {arch!r}; valid: {', '.join(ARCHITECTURES)}")
-    backbone = backbone or DEFAULT_BACKBONE
-    if backbone not in ENCODERS:
-        raise UserError(f"unknown model.backbone {backbone!r}; valid: {', '.join(ENCODERS)}")
+    backbone, spec = get_encoder_spec(backbone)
     if num_classes < 2:
         raise UserError(f"segmentation needs >= 2 classes, got {num_classes}")
-    spec = ENCODERS[backbone]
-    encoder = spec.build()
-    if weights is not None and not is_weights_file(weights):
-        state, path = torchvision_state_dict(
-            torchvision_name=spec.torchvision_name, weights=weights, arch=f"{arch}/{backbone}"
-        )
-        load_classifier_body(
-            encoder,
-            state,
-            classifier_prefixes=spec.classifier_prefixes,
-            source=str(path),
-            part="encoder",
-        )
-    model = ARCHITECTURES[arch](encoder, spec, num_classes)
+    name = f"{arch}/{backbone}"
+    enum_weights = weights if weights is not None and not is_weights_file(weights) else None
+    encoder = get_encoder(backbone, weights=enum_weights, model_name=name)
+    widths = DECODER_WIDTHS.get(backbone, DEFAULT_WIDTHS)
+    model = ARCHITECTURES[arch](encoder, widths, num_classes)
     if weights is not None and is_weights_file(weights):
-        _load_file(model, spec, path=Path(weights), name=f"{arch}/{backbone}")
-    return model.train()
-
-
-def _load_file(model: SegmentationModel, spec: Encoder, *, path: Path, name: str) -> None:
-    """A whole segmentation model (keys "encoder.", "decoder.", "segmentation_head.": the
-    head may differ in shape), or a torchvision classifier of the same backbone."""
-    state = read_weights_file(path)
-    if not any(k.startswith("encoder.") for k in state):
-        load_classifier_body(
-            model.encoder,
-            state,
+        load_weights_file(
+            model,
+            path=Path(weights),
+            encoder_attr="encoder",
             classifier_prefixes=spec.classifier_prefixes,
-            source=str(path),
-            part="encoder",
+            head_prefix=HEAD_PREFIX,
+            name=name,
+            hint="(same model.arch and model.backbone as the model that saved them?)",
         )
-        log.info("loaded %s into the encoder of %s", path, name)
-        return
-    load_with_fresh_head(
-        model,
-        state,
-        head_prefix=HEAD_PREFIX,
-        source=path,
-        name=name,
-        hint="(same model.arch and model.backbone as the model that saved them?)",
-    )
+    return model.train()
 
 
 def _pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -380,18 +234,6 @@ def _pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
     if pad_h or pad_w:
         images = F.pad(images, (0, pad_w, 0, pad_h))
     return images
-
-
-def _last_conv_channels(layer: nn.Module) -> int:
-    return [m for m in layer.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
-
-
-def _conv_bn_relu(c_in: int, c_out: int, *, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-    )
 
 
 def _conv_gn_relu(c_in: int, c_out: int) -> nn.Sequential:

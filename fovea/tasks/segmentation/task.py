@@ -10,19 +10,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fovea.tasks.backbones import ENCODERS
 from fovea.tasks.base import (
-    DataBundle,
-    DataConfig,
     EvalResult,
-    EventSink,
     ModelConfig,
     TrainConfig,
-    UserError,
-    no_events,
 )
-from fovea.tasks.data.cache import letterbox, letterbox_size
-from fovea.tasks.data.images import as_nchw_rgb
-from fovea.tasks.data.transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize
+from fovea.tasks.common import BaseTask, PredictRequest
+from fovea.tasks.data.split import evenly_spaced
+from fovea.tasks.preprocess import Geometry, denormalize
 from fovea.tasks.segmentation.data import IGNORE_INDEX, build_segmentation_data
 from fovea.tasks.segmentation.loss import SegmentationLoss, check_loss_weights
 from fovea.tasks.segmentation.metrics import (
@@ -32,15 +28,8 @@ from fovea.tasks.segmentation.metrics import (
     predictions_png,
     segmentation_metrics,
 )
-from fovea.tasks.segmentation.model import (
-    ARCHITECTURES,
-    DEFAULT_BACKBONE,
-    ENCODERS,
-    build_segmenter,
-)
+from fovea.tasks.segmentation.model import ARCHITECTURES, build_segmenter
 
-CARD_VERSION = 1
-PREDICT_BATCH = 16
 # Logits upsampled to the input size above this many elements (classes x pixels) would
 # take too much memory: such images get their labels upsampled (nearest) instead.
 MAX_UPSAMPLED_LOGITS = 2**26
@@ -48,8 +37,10 @@ MAX_UPSAMPLED_LOGITS = 2**26
 Batch = tuple[torch.Tensor, torch.Tensor]  # images [N, 3, S, S] float, masks [N, S, S] int64
 
 
-class SegmentationTask:
+class SegmentationTask(BaseTask):
     name: ClassVar[str] = "segmentation"
+    geometry: ClassVar[Geometry] = "letterbox"
+    data_builder = staticmethod(build_segmentation_data)
     main_metric: ClassVar[str] = "miou"
 
     architectures: ClassVar[tuple[str, ...]] = tuple(ARCHITECTURES)
@@ -63,9 +54,6 @@ class SegmentationTask:
     @classmethod
     def from_train_config(cls, train: TrainConfig) -> SegmentationTask:
         return cls(loss_weights=train.loss_weights)
-
-    def build_data(self, config: DataConfig, *, events: EventSink = no_events) -> DataBundle:
-        return build_segmentation_data(config, events=events)
 
     def build_model(self, config: ModelConfig, *, num_classes: int) -> nn.Module:
         return build_segmenter(
@@ -85,7 +73,7 @@ class SegmentationTask:
     ) -> EvalResult:
         num_classes = len(class_names)
         confusion = PixelConfusion(num_classes=num_classes, ignore_index=IGNORE_INDEX)
-        wanted = _sample_positions(len(loader.dataset))
+        wanted = set(evenly_spaced(len(loader.dataset), SAMPLE_COUNT))
         loss_sum, pixel_count = 0.0, 0
         samples: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         seen = 0
@@ -127,65 +115,17 @@ class SegmentationTask:
         }
         return EvalResult(metrics=metrics, figures=figures, tables=tables)
 
-    def batch_size_of(self, batch: Batch) -> int:
-        return int(batch[0].shape[0])
+    def card_extras(self) -> dict[str, Any]:
+        return {"output": "mask: int64 [N, H, W] class indices at the input resolution"}
 
-    def to_device(self, batch: Batch, device: torch.device) -> Batch:
-        images, masks = batch
-        return images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
-
-    def model_card(
-        self, model_config: ModelConfig, data_config: DataConfig, *, class_names: list[str]
-    ) -> dict[str, Any]:
-        return {
-            "card_version": CARD_VERSION,
-            "task": self.name,
-            "arch": model_config.arch,
-            "backbone": model_config.backbone or DEFAULT_BACKBONE,
-            "num_classes": len(class_names),
-            "class_names": list(class_names),
-            "image_size": data_config.image_size,
-            # inputs: long side resized to image_size, padded bottom/right to a square
-            "resize": "letterbox",
-            "mean": list(IMAGENET_MEAN),
-            "std": list(IMAGENET_STD),
-            "input": "uint8 RGB NHWC or grey NHW",
-            "output": "mask: int64 [N, H, W] class indices at the input resolution",
-        }
-
-    def load_for_inference(
-        self, card: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor]
-    ) -> nn.Module:
-        if card.get("task") != self.name:
-            raise UserError(f"model card is for task {card.get('task')!r}, not {self.name!r}")
-        model = build_segmenter(
-            arch=card["arch"], backbone=card["backbone"], num_classes=int(card["num_classes"])
-        )
-        try:
-            model.load_state_dict(state_dict)
-        except RuntimeError as exc:
-            raise UserError(
-                f"weights do not fit the model card ({card['arch']}/{card['backbone']}): {exc}"
-            ) from exc
-        return model.eval()
-
-    @torch.no_grad()
-    def predict_arrays(
-        self, model: nn.Module, card: Mapping[str, Any], images: np.ndarray
-    ) -> dict[str, np.ndarray]:
-        """uint8 [N, H, W, 3|4|1] or [N, H, W] -> {"mask": int64 [N, H, W] class indices}."""
-        pixels = as_nchw_rgb(images)  # [N, 3, H, W]
-        height, width = pixels.shape[-2:]
-        size = int(card["image_size"])
-        h, w = letterbox_size(height, width, size)  # the image's part of the square
-        mean = torch.tensor(card["mean"]).view(1, 3, 1, 1)
-        std = torch.tensor(card["std"]).view(1, 3, 1, 1)
-        device = next(model.parameters()).device
-        model.eval()
+    def _predict(self, model: nn.Module, request: PredictRequest) -> dict[str, np.ndarray]:
+        """-> {"mask": int64 [N, H, W] class indices at the input resolution}."""
+        preprocess = request.preprocess
+        height, width = request.pixels.shape[-2:]
+        h, w = preprocess.content_size(height, width)  # the image's part of the square
         chunks = []
-        for start in range(0, len(pixels), PREDICT_BATCH):
-            square = letterbox(pixels[start : start + PREDICT_BATCH], size).float() / 255.0
-            logits = model(((square - mean) / std).to(device)).float()[..., :h, :w]
+        for batch in self.batches(request.pixels):
+            logits = model(preprocess(batch).to(request.device)).float()[..., :h, :w]
             chunks.append(_labels_at(logits, height=height, width=width).cpu())
         masks = torch.cat(chunks) if chunks else torch.empty((0, height, width))
         return {"mask": masks.numpy().astype(np.int64)}
@@ -207,9 +147,3 @@ def _labels_at(logits: torch.Tensor, *, height: int, width: int) -> torch.Tensor
         )
     labels = logits.argmax(dim=1, keepdim=True).float()
     return F.interpolate(labels, size=(height, width), mode="nearest-exact")[:, 0].long()
-
-
-def _sample_positions(dataset_size: int) -> set[int]:
-    """Evenly spread validation positions for the figure."""
-    count = min(SAMPLE_COUNT, dataset_size)
-    return {int(p) for p in np.linspace(0, dataset_size - 1, count).round()}
