@@ -30,8 +30,8 @@ WARMUP_FRACTION = 0.1
 
 
 def bare_loop(args: argparse.Namespace) -> float:
-    from fovea.tasks import DataConfig, ModelConfig, get_task
-    from fovea.tasks.engine import SingleThreadedLoading
+    from fovea.tasks import DataConfig, ModelConfig, TrainConfig, get_task
+    from fovea.tasks.engine import make_loaders
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.cpus)
@@ -42,15 +42,10 @@ def bare_loop(args: argparse.Namespace) -> float:
     model = task.build_model(ModelConfig(arch=args.arch), num_classes=len(data.class_names))
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
-    # The engine's loader (a plain DataLoader that builds batches single-threaded): the
-    # comparison measures the platform around the loop, not a different data pipeline.
-    loader = SingleThreadedLoading(
-        data.train,
-        batch_size=args.batch_size,
-        shuffle=True,
-        drop_last=True,
-        collate_fn=data.collate_fn,
-    )
+    # The engine's loaders: the comparison measures the platform around the loop, not a
+    # different data pipeline.
+    config = TrainConfig(batch_size=args.batch_size, seed=args.seed)
+    loader, _, _ = make_loaders(data, config, device=torch.device("cpu"))
     skip = max(1, int(len(loader) * WARMUP_FRACTION))
     images, seconds = 0, 0.0
     for epoch in range(args.epochs):

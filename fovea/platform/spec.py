@@ -73,7 +73,12 @@ class TrainSpec(_Strict):
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     grad_clip_norm: float | None = Field(None, gt=0.0)
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    num_workers: int = Field(0, ge=0, le=64)
+    num_workers: int | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="DataLoader worker processes; null: 1 when the job has 2+ CPUs, else 0",
+    )
     loss_weights: dict[str, float] | None = Field(
         None, description='per-task loss weights, e.g. {"ce": 1, "dice": 1} (segmentation)'
     )

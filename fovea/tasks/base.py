@@ -89,7 +89,8 @@ class TrainConfig:
     # Per-task loss weights by name, e.g. {"ce": 1.0, "dice": 1.0} for segmentation.
     loss_weights: Mapping[str, float] | None = None
     seed: int = 0
-    num_workers: int = 0
+    # DataLoader worker processes; None: one when torch has 2+ threads, else none (engine.py)
+    num_workers: int | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -111,7 +112,7 @@ class TrainConfig:
             "early_stopping_patience": (patience is None or patience >= 1, ">= 1 or null"),
             "grad_clip_norm": (self.grad_clip_norm is None or self.grad_clip_norm > 0, "> 0"),
             "label_smoothing": (0 <= self.label_smoothing < 1, "in [0, 1)"),
-            "num_workers": (self.num_workers >= 0, ">= 0"),
+            "num_workers": (self.num_workers is None or self.num_workers >= 0, ">= 0 or null"),
         }
         for name, (valid, wanted) in checks.items():
             if not valid:

@@ -1,23 +1,30 @@
-"""The one training loop every task shares.
+"""The one training loop every task shares, in phases (torchvision's references style).
 
-`fit` reads top to bottom: set-up, resume, then per epoch: train steps, evaluate, keep the
-best, checkpoint, early-stop. Tasks plug in through the Task protocol (losses, evaluation,
-batches); the outside world through a Reporter, whose calls are the fixed hook points:
-`progress` after every step, `log_metrics` every LOG_EVERY_STEPS steps and after every
-epoch, `event` on resume, early stop and cancel, and `should_stop` polled every step.
+`fit` reads in one screen: set up, resume, then per epoch `train_one_epoch`, `evaluate`,
+keep the best, checkpoint, early-stop. Tasks plug in through the Task protocol (losses,
+evaluation, batches); the outside world through a Reporter, whose calls are the fixed
+hook points: `progress` after every step, `log_metrics` every LOG_EVERY_STEPS steps and
+after every epoch, `event` on resume, early stop and cancel, `should_stop` before every
+step.
 
 Choices worth knowing (optimizer, schedule and EMA live in optim.py, file I/O in
 checkpoint.py):
-- LR schedule is per step: linear warm-up over `warmup_epochs` (for both schedulers; set
-  it to 0 for a flat "constant"), then cosine down to 1% of `lr`. AdamW or SGD (Nesterov);
-  no weight decay on norm weights and biases.
+- LR schedule is per step: linear warm-up over `warmup_epochs`, then cosine down to 1% of
+  `lr` (or flat). AdamW or SGD (Nesterov); no weight decay on norm weights and biases.
 - AMP is fp16 autocast + GradScaler on CUDA only. On CPU it stays off: bf16 autocast on
   CPUs without AMX/avx512-bf16 is usually slower than fp32, and numerically riskier.
 - Randomness is re-seeded from (seed, epoch) at the start of every epoch, so a run resumed
   from a checkpoint shuffles and augments exactly as an uninterrupted run would.
-- checkpoint_dir/last.pt is rewritten atomically after every epoch (model, optimizer,
-  scheduler, scaler, EMA, progress, history, best weights and best evaluation) and loads
-  with `torch.load(weights_only=True)`. If it exists when `fit` starts, training resumes.
+- Data loading: `TrainConfig.num_workers` DataLoader worker processes; None picks one
+  worker when the process has two or more threads, else none. Per-sample augmentation is
+  many tiny ops that gain nothing from intra-op threads and, on a busy machine, wait at
+  their barriers; a worker process runs them single-threaded beside training and seeds its
+  randomness from the loader's per-epoch generator, so runs stay reproducible.
+- checkpoint_dir/last.pt is rewritten atomically after every epoch (modules, progress,
+  history, best weights and best evaluation) and loads with `torch.load(weights_only=True)`.
+  If it exists when `fit` starts, training resumes.
+- DDP seam: the loop works on a wrapped model (`unwrap` gives the module to save) and
+  calls `set_epoch` on a distributed sampler; one loop for one worker or many.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,13 +43,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from fovea.tasks.base import DataBundle, EvalResult, Task, TrainConfig, UserError
-from fovea.tasks.checkpoint import (
-    decode_eval,
-    encode_eval,
-    load_checkpoint,
-    save_checkpoint,
-    unusable,
-)
+from fovea.tasks.checkpoint import decode_eval, encode_eval, load_checkpoint, save_checkpoint
+from fovea.tasks.checkpoint import unusable as unusable_checkpoint
 from fovea.tasks.optim import WeightEma, build_optimizer, lr_factor
 
 LOG_EVERY_STEPS = 10
@@ -113,7 +115,7 @@ class FitResult:
 
 
 @dataclass
-class _Progress:
+class Progress:
     """Everything beyond module states that a checkpoint must restore."""
 
     epoch: int = 0  # last completed epoch
@@ -122,6 +124,95 @@ class _Progress:
     bad_epochs: int = 0  # epochs since the best one
     stopped_early: bool = False
     history: list[dict[str, float]] = field(default_factory=list)
+
+    def record(self, row: dict[str, float], *, score: float, patience: int | None) -> bool:
+        """One finished epoch; True when it is the best so far."""
+        self.history.append(row)
+        self.epoch = int(row["epoch"])
+        improved = score > self.best_metric
+        if improved:
+            self.best_metric, self.best_epoch, self.bad_epochs = score, self.epoch, 0
+        else:
+            self.bad_epochs += 1
+        self.stopped_early = patience is not None and self.bad_epochs >= patience
+        return improved
+
+
+@dataclass
+class Training:
+    """The modules a step changes, and what a checkpoint saves of them."""
+
+    model: nn.Module  # possibly wrapped (DistributedDataParallel)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    ema: WeightEma | None
+    use_amp: bool
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else unwrap(self.model)
+
+    def modules(self) -> dict[str, Any]:
+        return {
+            "model": unwrap(self.model),
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "scaler": self.scaler,
+            "ema": self.ema,
+        }
+
+
+@dataclass
+class Best:
+    state: dict[str, torch.Tensor] = field(default_factory=dict)  # CPU weights
+    eval: EvalResult = field(default_factory=lambda: EvalResult(metrics={}))
+
+
+class ThroughputMeter:
+    """Training images/s over the steady state: after the first WARMUP_FRACTION of the first
+    epoch this call runs (at least one step), evaluation and checkpoints excluded."""
+
+    def __init__(self) -> None:
+        self.timed_images, self.timed_seconds = 0, 0.0
+        self.all_images, self.all_seconds = 0, 0.0
+        self._first_epoch = True
+
+    def start_epoch(self, steps: int) -> None:
+        self._warmup_steps = max(1, round(WARMUP_FRACTION * steps))
+        self._steps = steps
+        self._epoch_start = time.perf_counter()
+        self._window_start = None if self._first_epoch else self._epoch_start
+        self._window_images = 0
+        self._epoch_images = 0
+
+    def step(self, step: int, images: int) -> None:
+        self._epoch_images += images
+        if self._window_start is None and step == self._warmup_steps and step < self._steps:
+            self._window_start = time.perf_counter()
+            self._window_images = self._epoch_images
+
+    def end_epoch(self, *, complete: bool) -> float:
+        """Seconds the epoch's training took."""
+        now = time.perf_counter()
+        if self._window_start is not None and complete:
+            self.timed_seconds += now - self._window_start
+            self.timed_images += self._epoch_images - self._window_images
+        seconds = now - self._epoch_start
+        self.all_images += self._epoch_images
+        self.all_seconds += seconds
+        self._first_epoch = False
+        return seconds
+
+    @property
+    def epoch_images(self) -> int:
+        return self._epoch_images
+
+    @property
+    def images_per_s(self) -> float:
+        if self.timed_seconds > 0:
+            return self.timed_images / self.timed_seconds
+        return self.all_images / self.all_seconds if self.all_seconds > 0 else 0.0
 
 
 def select_device(prefer: str = "auto") -> torch.device:
@@ -148,210 +239,185 @@ def fit(
         raise UserError(f"empty split: {len(data.train)} train, {len(data.val)} val samples")
     _seed_everything(config.seed)
     model.to(device)
-    loader_seed = torch.Generator().manual_seed(config.seed)
-    train_loader = SingleThreadedLoading(
-        data.train,
-        batch_size=config.batch_size,
-        shuffle=True,
-        drop_last=len(data.train) > config.batch_size,  # no tiny last batch for BatchNorm
-        num_workers=config.num_workers,
-        collate_fn=data.collate_fn,
-        pin_memory=device.type == "cuda",
-        generator=loader_seed,
-    )
-    val_loader = SingleThreadedLoading(
-        data.val,
-        batch_size=config.batch_size * 2,  # no activations kept for backward
-        num_workers=config.num_workers,
-        collate_fn=data.collate_fn,
-        pin_memory=device.type == "cuda",
-    )
-    steps_per_epoch = len(train_loader)
-    optimizer = build_optimizer(model, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, steps_per_epoch))
-    use_amp = config.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    ema = WeightEma(model, decay=config.ema_decay) if config.ema else None
-
-    state = _Progress()
-    best_state: dict[str, torch.Tensor] = {}
-    best_eval = EvalResult(metrics={})
+    train_loader, val_loader, generator = make_loaders(data, config, device=device)
+    training = _training(model, config, device=device, steps_per_epoch=len(train_loader))
     path = checkpoint_dir / CHECKPOINT_NAME if checkpoint_dir is not None else None
-    resumed_from = None
-    modules = {
-        "model": model,
-        "optimizer": optimizer,
-        "scheduler": scheduler,
-        "scaler": scaler,
-        "ema": ema,
-    }
+    state, best, resumed_from = Progress(), Best(), None
     if path is not None and path.is_file():
-        state, best_state, best_eval = _resume(path, modules=modules)
+        state, best = _resume(path, training)
         resumed_from = state.epoch
         reporter.event(
             "resumed", f"resumed from {path} after epoch {state.epoch}", {"epoch": state.epoch}
         )
 
-    cancelled = False
-    timed_images, timed_seconds = 0, 0.0  # steady-state window, see FitResult
-    all_images, all_seconds = 0, 0.0  # fallback when the run is too short for a window
-    first_epoch = state.epoch + 1
-    for epoch in range(first_epoch, config.epochs + 1):
+    meter, cancelled = ThroughputMeter(), False
+    for epoch in range(state.epoch + 1, config.epochs + 1):
         if state.stopped_early:
             break
-        # ---- train one epoch
-        _seed_everything(config.seed * 1000 + epoch)
-        loader_seed.manual_seed(config.seed * 1000 + epoch)
-        model.train()
-        loss_sums: dict[str, float] = {}
-        window: dict[str, float] = {}
-        epoch_images, epoch_start = 0, time.perf_counter()
-        warmup_steps = max(1, round(WARMUP_FRACTION * steps_per_epoch))
-        timing_start = epoch_start if epoch > first_epoch else None
-        images_at_timing_start = 0
-        for step, batch in enumerate(train_loader, start=1):
-            if reporter.should_stop():
-                cancelled = True
-                break
-            global_step = (epoch - 1) * steps_per_epoch + step
-            batch = task.to_device(batch, device)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                losses = task.compute_loss(model, batch)
-            values = _checked_values(losses, epoch=epoch, step=step, global_step=global_step)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(losses["loss"]).backward()
-            if config.grad_clip_norm is not None:
-                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            if ema is not None:
-                ema.update(model)
-
-            epoch_images += task.batch_size_of(batch)
-            for name, value in values.items():
-                loss_sums[name] = loss_sums.get(name, 0.0) + value
-                window[name] = window.get(name, 0.0) + value
-            if timing_start is None and step == warmup_steps and step < steps_per_epoch:
-                timing_start, images_at_timing_start = time.perf_counter(), epoch_images
-            if step % LOG_EVERY_STEPS == 0 or step == steps_per_epoch:
-                count = (step - 1) % LOG_EVERY_STEPS + 1
-                logged = {f"train/{k}": v / count for k, v in window.items()}
-                logged["train/lr"] = optimizer.param_groups[0]["lr"]
-                reporter.log_metrics(logged, step=global_step)
-                window = {}
-            reporter.progress(
-                epoch=epoch,
-                epochs=config.epochs,
-                step=step,
-                steps=steps_per_epoch,
-                metrics={f"train/{k}": v for k, v in values.items()},
-            )
-        epoch_seconds = time.perf_counter() - epoch_start
-        if timing_start is not None and not cancelled:
-            timed_seconds += time.perf_counter() - timing_start
-            timed_images += epoch_images - images_at_timing_start
-        all_images, all_seconds = all_images + epoch_images, all_seconds + epoch_seconds
-        if cancelled:
+        _seed_epoch(config.seed, epoch, generator=generator, loader=train_loader)
+        losses = train_one_epoch(task, training, train_loader, epoch, config, meter, reporter)
+        epoch_seconds = meter.end_epoch(complete=losses is not None)
+        if losses is None:
+            cancelled = True
             reporter.event("cancelled", f"stopped on request during epoch {epoch}")
             break
-
-        # ---- evaluate, keep the best, checkpoint
-        eval_model = ema.module if ema is not None else model
-        eval_model.eval()
-        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            result = task.evaluate(
-                eval_model, val_loader, device=device, class_names=data.class_names
-            )
-        if task.main_metric not in result.metrics:
-            raise KeyError(f"{task.name}.evaluate returned no {task.main_metric!r}")
+        result = evaluate(task, training, val_loader, device=device, data=data)
         row = {
             "epoch": float(epoch),
-            **{f"train/{k}": v / max(step, 1) for k, v in loss_sums.items()},
-            "lr": optimizer.param_groups[0]["lr"],
+            **{f"train/{k}": v for k, v in losses.items()},
+            "lr": training.optimizer.param_groups[0]["lr"],
             **{f"val/{k}": float(v) for k, v in result.metrics.items()},
             "epoch_seconds": epoch_seconds,
-            "train_images_per_s": epoch_images / epoch_seconds,
+            "train_images_per_s": meter.epoch_images / epoch_seconds,
         }
-        state.history.append(row)
-        state.epoch = epoch
         score = float(result.metrics[task.main_metric])
-        if score > state.best_metric:
-            state.best_metric, state.best_epoch, state.bad_epochs = score, epoch, 0
-            best_state = _cpu_state(eval_model)
-            best_eval = result
-        else:
-            state.bad_epochs += 1
-        patience = config.early_stopping_patience
-        state.stopped_early = patience is not None and state.bad_epochs >= patience
+        if state.record(row, score=score, patience=config.early_stopping_patience):
+            best = Best(_cpu_state(training.eval_model), result)
         reporter.log_metrics(
             {_epoch_metric_name(k): v for k, v in row.items() if k != "epoch"}, step=epoch
         )
         if path is not None:
-            save_checkpoint(
-                path,
-                {
-                    **{name: m.state_dict() if m else None for name, m in modules.items()},
-                    "progress": asdict(state),
-                    "train_config": asdict(config),  # for people; resume uses the caller's
-                    "best_state_dict": best_state,
-                    "best_eval": encode_eval(best_eval),
-                },
-            )
+            save_checkpoint(path, _checkpoint(training, state, best, config))
         if state.stopped_early:
             reporter.event(
                 "early_stopped",
-                f"no {task.main_metric} improvement for {patience} epochs; best epoch "
-                f"{state.best_epoch} ({task.main_metric}={state.best_metric:.4f})",
+                f"no {task.main_metric} improvement for {config.early_stopping_patience} "
+                f"epochs; best epoch {state.best_epoch} "
+                f"({task.main_metric}={state.best_metric:.4f})",
                 {"epoch": epoch, "best_epoch": state.best_epoch},
             )
 
-    if not best_state:  # cancelled before any epoch finished
-        best_state = _cpu_state(ema.module if ema is not None else model)
     return FitResult(
-        metrics=dict(best_eval.metrics),
-        eval=best_eval,
+        metrics=dict(best.eval.metrics),
+        eval=best.eval,
         history=state.history,
         best_epoch=state.best_epoch,
         epochs_run=state.epoch,
         stopped_early=state.stopped_early,
         cancelled=cancelled,
         resumed_from_epoch=resumed_from,
-        train_images_per_s=(
-            timed_images / timed_seconds
-            if timed_seconds > 0
-            else all_images / all_seconds
-            if all_seconds > 0
-            else 0.0
-        ),
-        state_dict=best_state,
+        train_images_per_s=meter.images_per_s,
+        # cancelled before any epoch finished: the weights as they are
+        state_dict=best.state or _cpu_state(training.eval_model),
     )
 
 
-class SingleThreadedLoading(DataLoader):
-    """A DataLoader that produces each batch with torch's intra-op threads set to 1.
+def train_one_epoch(
+    task: Task,
+    training: Training,
+    loader: DataLoader,
+    epoch: int,
+    config: TrainConfig,
+    meter: ThroughputMeter,
+    reporter: Reporter,
+) -> dict[str, float] | None:
+    """One pass over the training data; the epoch's mean losses, or None when cancelled."""
+    model, optimizer = training.model, training.optimizer
+    device = next(model.parameters()).device
+    steps = len(loader)
+    model.train()
+    meter.start_epoch(steps)
+    sums: dict[str, float] = {}
+    window: dict[str, float] = {}
+    step = 0
+    for step, batch in enumerate(loader, start=1):
+        if reporter.should_stop():
+            return None
+        global_step = (epoch - 1) * steps + step
+        batch = task.to_device(batch, device)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=training.use_amp):
+            losses = task.compute_loss(model, batch)
+        values = _checked_values(losses, epoch=epoch, step=step, global_step=global_step)
+        optimizer.zero_grad(set_to_none=True)
+        training.scaler.scale(losses["loss"]).backward()
+        if config.grad_clip_norm is not None:
+            training.scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
+        training.scaler.step(optimizer)
+        training.scaler.update()
+        training.scheduler.step()
+        if training.ema is not None:
+            training.ema.update(unwrap(model))
 
-    Per-sample decoding and augmentation are many tiny ops that gain nothing from intra-op
-    threads, and on a busy machine each of them waits at a barrier for a descheduled
-    thread: on 2 cores, the digits pipeline fell from 1,130 to 330 images/s with one busy
-    neighbour process, and a whole fit to 1/12 of its speed under heavier load. DataLoader
-    workers already run with one thread; this does the same for num_workers=0. The model
-    step between batches keeps every thread.
-    """
+        meter.step(step, task.batch_size_of(batch))
+        for name, value in values.items():
+            sums[name] = sums.get(name, 0.0) + value
+            window[name] = window.get(name, 0.0) + value
+        if step % LOG_EVERY_STEPS == 0 or step == steps:
+            count = (step - 1) % LOG_EVERY_STEPS + 1
+            logged = {f"train/{k}": v / count for k, v in window.items()}
+            reporter.log_metrics(
+                {**logged, "train/lr": optimizer.param_groups[0]["lr"]}, step=global_step
+            )
+            window = {}
+        reporter.progress(
+            epoch=epoch,
+            epochs=config.epochs,
+            step=step,
+            steps=steps,
+            metrics={f"train/{k}": v for k, v in values.items()},
+        )
+    return {k: v / max(step, 1) for k, v in sums.items()}
 
-    def __iter__(self) -> Iterator[Any]:
-        threads = torch.get_num_threads()
-        batches = super().__iter__()
-        while True:
-            torch.set_num_threads(1)
-            try:
-                batch = next(batches)
-            except StopIteration:
-                return
-            finally:
-                torch.set_num_threads(threads)
-            yield batch
+
+@torch.no_grad()
+def evaluate(
+    task: Task, training: Training, loader: DataLoader, *, device: torch.device, data: DataBundle
+) -> EvalResult:
+    """The task's evaluation of the weights being trained (their EMA when on)."""
+    model = training.eval_model
+    model.eval()
+    with torch.autocast(device.type, dtype=torch.float16, enabled=training.use_amp):
+        result = task.evaluate(model, loader, device=device, class_names=data.class_names)
+    if task.main_metric not in result.metrics:
+        raise KeyError(f"{task.name}.evaluate returned no {task.main_metric!r}")
+    return result
+
+
+def make_loaders(
+    data: DataBundle, config: TrainConfig, *, device: torch.device
+) -> tuple[DataLoader, DataLoader, torch.Generator]:
+    """(train loader, val loader, the train loader's generator, re-seeded every epoch)."""
+    workers = config.num_workers
+    if workers is None:
+        workers = 1 if torch.get_num_threads() > 1 else 0
+    common = {
+        "num_workers": workers,
+        "collate_fn": data.collate_fn,
+        "pin_memory": device.type == "cuda",
+    }
+    generator = torch.Generator().manual_seed(config.seed)
+    train = DataLoader(
+        data.train,
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=len(data.train) > config.batch_size,  # no tiny last batch for BatchNorm
+        generator=generator,
+        **common,
+    )
+    # twice the batch for evaluation: no activations are kept for backward
+    val = DataLoader(data.val, batch_size=config.batch_size * 2, **common)
+    return train, val, generator
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model itself, under a DistributedDataParallel wrapper if there is one."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def _training(
+    model: nn.Module, config: TrainConfig, *, device: torch.device, steps_per_epoch: int
+) -> Training:
+    optimizer = build_optimizer(model, config)
+    use_amp = config.amp and device.type == "cuda"
+    return Training(
+        model=model,
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, steps_per_epoch)),
+        scaler=torch.amp.GradScaler("cuda", enabled=use_amp),
+        ema=WeightEma(unwrap(model), decay=config.ema_decay) if config.ema else None,
+        use_amp=use_amp,
+    )
 
 
 def _epoch_metric_name(key: str) -> str:
@@ -363,6 +429,15 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def _seed_epoch(seed: int, epoch: int, *, generator: torch.Generator, loader: DataLoader) -> None:
+    """The same data order, augmentation and dropout for an epoch, resumed or not."""
+    _seed_everything(seed * 1000 + epoch)
+    generator.manual_seed(seed * 1000 + epoch)
+    set_epoch = getattr(loader.sampler, "set_epoch", None)  # a DistributedSampler's shard
+    if set_epoch is not None:
+        set_epoch(epoch)
 
 
 def _checked_values(
@@ -387,20 +462,30 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def _resume(
-    path: Path, *, modules: Mapping[str, Any]
-) -> tuple[_Progress, dict[str, torch.Tensor], EvalResult]:
-    """Restore `modules` in place from `path`; returns progress, best weights and eval."""
+def _checkpoint(
+    training: Training, state: Progress, best: Best, config: TrainConfig
+) -> dict[str, Any]:
+    return {
+        **{name: m.state_dict() if m else None for name, m in training.modules().items()},
+        "progress": asdict(state),
+        "train_config": asdict(config),  # for people; resume uses the caller's
+        "best_state_dict": best.state,
+        "best_eval": encode_eval(best.eval),
+    }
+
+
+def _resume(path: Path, training: Training) -> tuple[Progress, Best]:
+    """Restore the modules in place from `path`; returns progress and the best so far."""
     checkpoint = load_checkpoint(path)
     try:
-        for name, module in modules.items():
+        for name, module in training.modules().items():
             if module is None or (name == "scaler" and not checkpoint[name]):
                 continue  # a CPU run saves an empty scaler state; a GPU retry starts afresh
             if name == "ema" and checkpoint["ema"] is None:  # EMA switched on at resume
                 module.module.load_state_dict(checkpoint["model"])
             else:
                 module.load_state_dict(checkpoint[name])
-        progress = _Progress(**checkpoint["progress"])
+        progress = Progress(**checkpoint["progress"])
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:  # another model or run
-        raise unusable(path, exc) from exc
-    return progress, checkpoint["best_state_dict"], decode_eval(checkpoint["best_eval"])
+        raise unusable_checkpoint(path, exc) from exc
+    return progress, Best(checkpoint["best_state_dict"], decode_eval(checkpoint["best_eval"]))

@@ -11,8 +11,6 @@ import torch
 
 from fovea.tasks import DataBundle, DataConfig, get_task
 
-DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
-
 
 @pytest.fixture(autouse=True)
 def _one_thread() -> None:
@@ -23,10 +21,9 @@ def _one_thread() -> None:
 
 
 @pytest.fixture(scope="session")
-def datasets_dir() -> Path:
-    if not DATASETS.is_dir():
-        pytest.skip(f"shared datasets folder {DATASETS} is absent on this machine")
-    return DATASETS
+def datasets_dir(datasets: Path) -> Path:
+    """../shared/datasets; a missing folder fails the test (tests/conftest.py)."""
+    return datasets
 
 
 @pytest.fixture(scope="session")

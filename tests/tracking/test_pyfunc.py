@@ -186,7 +186,7 @@ def test_pyfunc_predicts_a_list_of_images_of_different_sizes(
     assert frame["class_id"].tolist() == labels[:4].tolist()
     one_by_one = [int(model.predict(image)["class_id"][0]) for image in mixed]
     assert frame["class_id"].tolist() == one_by_one
-    with pytest.raises(Exception, match="image 1: .*uint8"):
+    with pytest.raises(Exception, match=r"image 1: .*uint8"):
         model.predict([images[0], images[1].astype(np.float32)])
     with pytest.raises(Exception, match="different sizes cannot form one array"):
         as_image_batch([images[0].tolist(), images[1][:20].tolist()])
