@@ -354,6 +354,13 @@ def demo(
             server.kill()
 
 
+from fovea import cli_monitoring  # noqa: E402  (after `app`: it adds commands to it)
+
+app.command("predict")(cli_monitoring.predict)
+app.command("score")(cli_monitoring.score)
+app.command("drift")(cli_monitoring.drift)
+
+
 def main() -> None:
     app()
 

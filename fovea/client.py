@@ -66,3 +66,49 @@ class Client:
 
     def model(self, name: str) -> dict[str, Any]:
         return self._call("GET", f"/models/{name}")
+
+    # -- serving and monitoring --------------------------------------------------------
+
+    def predict(
+        self,
+        name: str,
+        files: list[tuple[str, bytes]],
+        *,
+        alias: str | None = None,
+        version: int | None = None,
+        masks: bool = False,
+    ) -> dict[str, Any]:
+        params = {"alias": alias, "version": version, "masks": "true" if masks else None}
+        return self._call(
+            "POST",
+            f"/models/{name}/predict",
+            files=[("files", (file_name, data)) for file_name, data in files],
+            params={k: v for k, v in params.items() if v is not None},
+        )
+
+    def drift(self, name: str, *, limit: int = 50) -> dict[str, Any]:
+        return self._call("GET", f"/models/{name}/drift", params={"limit": limit})
+
+    def compute_drift(
+        self, name: str, *, window: int = 500, alias: str | None = None, version: int | None = None
+    ) -> dict[str, Any]:
+        params = {"window": window, "alias": alias, "version": version}
+        return self._call(
+            "POST",
+            f"/models/{name}/drift",
+            params={k: v for k, v in params.items() if v is not None},
+        )
+
+    def predictions(self, name: str, *, limit: int = 100) -> dict[str, Any]:
+        return self._call("GET", f"/models/{name}/predictions", params={"limit": limit})
+
+    def score(
+        self, name: str, folder: str, *, alias: str | None = None, version: int | None = None
+    ) -> dict[str, Any]:
+        body = {"folder": folder, "alias": alias, "version": version}
+        return self._call(
+            "POST", f"/models/{name}/score", json={k: v for k, v in body.items() if v is not None}
+        )
+
+    def score_run(self, name: str, run_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/models/{name}/score/{run_id}")

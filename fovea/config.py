@@ -43,6 +43,23 @@ class Settings(BaseSettings):
     # Max running jobs per project (0: unlimited).
     project_quota: int = 0
 
+    # -- serving and monitoring ----------------------------------------------------------
+    predict_max_images: int = 64  # per request (413 past it)
+    predict_max_bytes: int = 64 * 2**20  # per request body (413 past it)
+    predict_max_pixels: int = 89_478_485  # per image (PIL's default bomb guard)
+    serving_cpus: float = 0.0  # Ray CPUs a replica reserves (0: never blocks training jobs)
+    serving_threads: int = Field(default_factory=lambda: min(4, os.cpu_count() or 1))
+    prediction_sample_rate: float = 0.0  # share of live images kept (0: none; keeps hashes)
+    prediction_retention_days: float = 30.0  # 0: keep forever
+    prediction_retention_rows: int = 1_000_000  # per model; 0: no limit
+    drift_interval_s: float = 300.0  # scheduled reports; 0: on request only
+    drift_alpha: float = 0.05
+    drift_min_window: int = 100
+    drift_max_window: int = 1000
+    drift_permutations: int = 200
+    drift_alarm_k: int = 1  # an alarm needs k drifted windows among the last m
+    drift_alarm_m: int = 1
+
     @field_validator("data_roots", mode="before")
     @classmethod
     def _split_roots(cls, value: object) -> object:
@@ -71,6 +88,11 @@ class Settings(BaseSettings):
     @cached_property
     def checkpoints(self) -> Path:
         return self.checkpoint_root or self.home / "checkpoints"
+
+    @property
+    def prediction_samples(self) -> Path:
+        """Where sampled live images are kept (prediction_sample_rate > 0)."""
+        return self.artifact_root / "prediction-samples"
 
     @property
     def token_file(self) -> Path:

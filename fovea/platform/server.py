@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 def build(settings: Settings, *, with_scheduler: bool = True) -> FastAPI:
     app = create_app(settings)
-    scheduler = None
+    scheduler = monitor = None
     if with_scheduler:
         from fovea.platform.scheduler import Scheduler
         from fovea.workers.backend import RayBackend
@@ -29,6 +29,9 @@ def build(settings: Settings, *, with_scheduler: bool = True) -> FastAPI:
             num_gpus=settings.ray_num_gpus,
         )
         scheduler = Scheduler(settings=settings, sessions=app.state.sessions, backend=backend)
+        from fovea.platform.monitoring import monitor_for
+
+        monitor = monitor_for(settings, app.state.sessions)  # scheduled drift reports
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -42,9 +45,13 @@ def build(settings: Settings, *, with_scheduler: bool = True) -> FastAPI:
         )
         if scheduler is not None:
             scheduler.start()
+        if monitor is not None:
+            monitor.start()
         try:
             yield
         finally:
+            if monitor is not None:
+                monitor.stop()
             if scheduler is not None:
                 scheduler.stop()
                 scheduler.backend.shutdown()

@@ -122,6 +122,12 @@ class TinyEncoder(nn.Module):
         return outputs
 
 
+def pooled(levels: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Feature maps [B, c_i, h_i, w_i] -> one vector per image [B, sum c_i] (global
+    average pooling): an image's embedding from the encoder's view of it."""
+    return torch.cat([level.mean(dim=(2, 3)) for level in levels], dim=1)
+
+
 @dataclass(frozen=True)
 class Encoder:
     build: Callable[[Activation], nn.Module]  # randomly initialised; activation: tiny only

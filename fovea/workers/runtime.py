@@ -156,6 +156,7 @@ def run_job(job: WorkerJob, *, board: Any) -> JobResult:
             from fovea.tracking.registry import log_model
 
             card = task.model_card(model_config, job.data, class_names=data.class_names)
+            _log_reference(logger, task, card, result.state_dict, job, data, reporter)
             record = log_model(
                 logger_or_run_id=logger,
                 task_name=job.task,
@@ -200,6 +201,33 @@ def run_job(job: WorkerJob, *, board: Any) -> JobResult:
     except Exception as exc:  # a bug or an environment problem: fail with the reason
         log.error("job %s crashed:\n%s", job.job_id, traceback.format_exc())
         return _failed(logger, reporter, f"{type(exc).__name__}: {exc}")
+
+
+def _log_reference(
+    logger: Any,
+    task: Any,
+    card: dict[str, Any],
+    state_dict: dict[str, torch.Tensor],
+    job: WorkerJob,
+    data: Any,
+    reporter: BoardReporter,
+) -> None:
+    """The version's frozen drift reference: the trained model's profile of validation
+    images, by the same code that profiles live images (fovea/tasks/profile.py)."""
+    from fovea.tasks.profile import reference_images, reference_profile
+    from fovea.tracking.monitoring import REFERENCE_PATH
+
+    started = time.monotonic()
+    images = reference_images(job.data, data)
+    reference = reference_profile(task, card, state_dict, images)
+    folder, _, name = REFERENCE_PATH.rpartition("/")
+    logger.log_bytes(name, reference.to_npz(), artifact_path=folder)
+    reporter.event(
+        "drift_reference",
+        f"drift reference: {len(images)} validation images, {reference.embeddings.shape[1]} "
+        f"embedding components keep {reference.explained_variance:.0%} of the variance",
+        {"images": len(images), "seconds": round(time.monotonic() - started, 2)},
+    )
 
 
 def _failed(logger: Any, reporter: BoardReporter, error: str) -> JobResult:

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from fovea import __version__
 from fovea.config import Settings
 from fovea.platform import jobs as svc
-from fovea.platform.api import jobs, models
+from fovea.platform.api import jobs, models, monitoring
 from fovea.platform.api.deps import Unauthorized, require_token
 from fovea.platform.store import make_engine, session_factory, upgrade
 
@@ -55,6 +55,8 @@ def create_app(settings: Settings | None = None, *, token: str | None = None) ->
     auth = [Depends(require_token)]
     app.include_router(jobs.router, dependencies=auth)
     app.include_router(models.router, dependencies=auth)
+    app.include_router(monitoring.router, dependencies=auth)
+    monitoring.register_errors(app)
 
     @app.exception_handler(Unauthorized)
     async def _unauthorized(_: Request, exc: Unauthorized) -> JSONResponse:

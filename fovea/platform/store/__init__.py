@@ -10,14 +10,18 @@ from fovea.platform.store.models import (
     ModelEvent,
     utcnow,
 )
+from fovea.platform.store.monitoring import DriftReport, Prediction, ScoreRun
 
 __all__ = [
     "TRANSITIONS",
     "Base",
+    "DriftReport",
     "Job",
     "JobEvent",
     "JobState",
     "ModelEvent",
+    "Prediction",
+    "ScoreRun",
     "make_engine",
     "session_factory",
     "transaction",

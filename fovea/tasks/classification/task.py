@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -20,11 +21,12 @@ from fovea.tasks.classification.metrics import (
     classification_metrics,
     sample_predictions_png,
 )
-from fovea.tasks.classification.model import ARCHITECTURES, build_classifier
+from fovea.tasks.classification.model import ARCHITECTURES, build_classifier, get_arch
 from fovea.tasks.common import BaseTask, PredictRequest
 from fovea.tasks.data.split import evenly_spaced
 from fovea.tasks.plots import confusion_matrix_png
 from fovea.tasks.preprocess import Geometry, denormalize
+from fovea.tasks.profile import EmbeddingSite
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # images [N, 3, H, W] float, labels [N] int64
 
@@ -90,6 +92,11 @@ class ClassificationTask(BaseTask):
             }
         }
         return EvalResult(metrics=metrics, figures=figures, tables=tables)
+
+    def embedding_site(self, model: nn.Module, card: Mapping[str, Any]) -> EmbeddingSite:
+        """The features the classifier head sees [B, D] (the penultimate layer)."""
+        head = model.get_submodule(get_arch(card["arch"]).head)
+        return EmbeddingSite(head, on_input=True, pool=lambda inputs: inputs[0].flatten(1))
 
     def _predict(self, model: nn.Module, request: PredictRequest) -> dict[str, np.ndarray]:
         """-> class_id int64 [N], probabilities float32 [N, C]."""

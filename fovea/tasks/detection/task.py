@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fovea.tasks.backbones import ENCODERS
+from fovea.tasks.backbones import ENCODERS, pooled
 from fovea.tasks.base import (
     EvalResult,
     ModelConfig,
@@ -27,8 +27,15 @@ from fovea.tasks.detection.metrics import (
     pr_curves_png,
     predictions_png,
 )
-from fovea.tasks.detection.model import ARCHITECTURES, DecodedDetector, Detector, build_detector
+from fovea.tasks.detection.model import (
+    ARCHITECTURES,
+    LEVELS,
+    DecodedDetector,
+    Detector,
+    build_detector,
+)
 from fovea.tasks.preprocess import Geometry, denormalize
+from fovea.tasks.profile import EmbeddingSite
 
 SERVING_SCORE_THRESHOLD = 0.25  # predict_arrays: what a user wants to see, not what mAP needs
 
@@ -122,6 +129,10 @@ class DetectionTask(BaseTask):
         if not isinstance(model, Detector):
             raise TypeError(f"expected a Detector, got {type(model).__name__}")
         return DecodedDetector(model), ("boxes", "scores")
+
+    def embedding_site(self, model: nn.Module, card: Mapping[str, Any]) -> EmbeddingSite:
+        """The backbone's maps at strides 8, 16, 32, pooled: [B, c8 + c16 + c32]."""
+        return EmbeddingSite(model.backbone, on_input=False, pool=lambda out: pooled(out[LEVELS]))
 
     def _predict(self, model: nn.Module, request: PredictRequest) -> dict[str, np.ndarray]:
         """-> boxes float32 [N, K, 4] (xyxy, pixels of the input), scores float32 [N, K],

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fovea.tasks.backbones import ENCODERS
+from fovea.tasks.backbones import ENCODERS, pooled
 from fovea.tasks.base import (
     EvalResult,
     ModelConfig,
@@ -19,6 +19,7 @@ from fovea.tasks.base import (
 from fovea.tasks.common import BaseTask, PredictRequest
 from fovea.tasks.data.split import evenly_spaced
 from fovea.tasks.preprocess import Geometry, denormalize
+from fovea.tasks.profile import EmbeddingSite
 from fovea.tasks.segmentation.data import IGNORE_INDEX, build_segmentation_data
 from fovea.tasks.segmentation.loss import SegmentationLoss, check_loss_weights
 from fovea.tasks.segmentation.metrics import (
@@ -117,6 +118,10 @@ class SegmentationTask(BaseTask):
 
     def card_extras(self) -> dict[str, Any]:
         return {"output": "mask: int64 [N, H, W] class indices at the input resolution"}
+
+    def embedding_site(self, model: nn.Module, card: Mapping[str, Any]) -> EmbeddingSite:
+        """The encoder's five maps, pooled: [B, sum of their widths]."""
+        return EmbeddingSite(model.encoder, on_input=False, pool=pooled)
 
     def _predict(self, model: nn.Module, request: PredictRequest) -> dict[str, np.ndarray]:
         """-> {"mask": int64 [N, H, W] class indices at the input resolution}."""

@@ -1,0 +1,415 @@
+"""/models/{name}/predict, /score, /drift, /predictions: serving and monitoring routes.
+
+Thin routes: reading and limiting the request here, everything else in services
+(fovea.platform.monitoring, fovea.workers.serving), imported on first use so the API
+starts fast (numpy/scipy and ray are not needed to list jobs).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from fovea.platform.api.deps import SessionDep, SettingsDep
+from fovea.platform.jobs import NotFound, SpecError, resolve_data_path
+from fovea.platform.store import transaction
+
+router = APIRouter(prefix="/models", tags=["monitoring"])
+
+
+class PayloadTooLarge(Exception):
+    """413: a request over the configured image count or size."""
+
+
+class Unavailable(Exception):
+    """503: serving needs a Ray cluster and none is reachable."""
+
+
+class BadImages(Exception):
+    """422: no image of the request could be read; names each file and why."""
+
+    def __init__(self, problems: list[dict[str, str]]) -> None:
+        super().__init__("; ".join(f"{p['field']}: {p['problem']}" for p in problems))
+        self.problems = problems
+
+
+def register_errors(app: FastAPI) -> None:
+    """The monitoring errors in the API's error body {error, message, detail}."""
+
+    def body(status_code: int, error: str, message: str, detail: Any = None) -> JSONResponse:
+        content: dict[str, Any] = {"error": error, "message": message}
+        if detail is not None:
+            content["detail"] = detail
+        return JSONResponse(status_code=status_code, content=content)
+
+    @app.exception_handler(PayloadTooLarge)
+    async def _too_large(_: Request, exc: PayloadTooLarge) -> JSONResponse:
+        return body(413, "payload_too_large", str(exc))
+
+    @app.exception_handler(Unavailable)
+    async def _unavailable(_: Request, exc: Unavailable) -> JSONResponse:
+        response = body(503, "unavailable", str(exc))
+        response.headers["Retry-After"] = "30"
+        return response
+
+    @app.exception_handler(BadImages)
+    async def _bad_images(_: Request, exc: BadImages) -> JSONResponse:
+        return body(422, "invalid_images", str(exc), exc.problems)
+
+    from fovea.platform.monitoring import NoReference
+
+    @app.exception_handler(NoReference)
+    async def _no_reference(_: Request, exc: NoReference) -> JSONResponse:
+        return body(409, "no_reference", str(exc))
+
+
+class ScoreRequest(BaseModel):
+    folder: str = Field(min_length=1, max_length=4096, description="a folder under a data root")
+    alias: str | None = Field(None, max_length=100)
+    version: int | None = Field(None, ge=1)
+
+
+# ---- predict -------------------------------------------------------------------------------
+
+
+@router.post("/{name}/predict")
+async def predict(
+    name: str,
+    request: Request,
+    settings: SettingsDep,
+    alias: Annotated[str | None, Query(max_length=100)] = None,
+    version: Annotated[int | None, Query(ge=1)] = None,
+    masks: bool = False,
+) -> dict[str, Any]:
+    """Images as multipart files (field `files`), or JSON {"images": [base64, ...]} or
+    {"images": [{"name", "data"}, ...]}; the answer per image, in order."""
+    from fovea.workers.serving import ImageInput
+
+    images = [ImageInput(n, d) for n, d in await _read_images(request, settings)]
+    resolved = await run_in_threadpool(_resolve, settings, name, alias, version)
+    pool = _serving(request)
+    results = await run_in_threadpool(_predict, pool, resolved, images, masks)
+    if not any(r["ok"] for r in results):
+        raise BadImages([{"field": r["file"], "problem": r["error"]} for r in results])
+    request_id = uuid.uuid4().hex
+    uris = _sample(settings, name, images, results)
+    await run_in_threadpool(
+        _log, request.app.state.sessions, resolved, request_id, "api", results, uris
+    )
+    return {
+        "model": name,
+        "version": resolved.version,
+        "aliases": list(resolved.aliases),
+        "task": resolved.task,
+        "request_id": request_id,
+        "predictions": [_item(r) for r in results],
+    }
+
+
+async def _read_images(request: Request, settings: Any) -> list[tuple[str, bytes]]:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > settings.predict_max_bytes:
+        raise PayloadTooLarge(
+            f"request body of {int(length):,} bytes exceeds predict_max_bytes "
+            f"({settings.predict_max_bytes:,})"
+        )
+    kind = request.headers.get("content-type", "")
+    if kind.startswith("multipart/form-data"):
+        form = await request.form(
+            max_files=settings.predict_max_images + 1, max_part_size=settings.predict_max_bytes
+        )
+        files = [
+            (getattr(v, "filename", None) or f"file{i}", await v.read())
+            for i, v in enumerate(form.getlist("files"))
+            if hasattr(v, "read")
+        ]
+    else:
+        files = _json_images(await request.json())
+    if not files:
+        raise SpecError(
+            "files", "no images in the request (multipart field 'files' or JSON 'images')"
+        )
+    if len(files) > settings.predict_max_images:
+        raise PayloadTooLarge(
+            f"{len(files)} images exceed predict_max_images ({settings.predict_max_images})"
+        )
+    if sum(len(data) for _, data in files) > settings.predict_max_bytes:
+        raise PayloadTooLarge(f"images exceed predict_max_bytes ({settings.predict_max_bytes:,})")
+    return files
+
+
+def _json_images(body: Any) -> list[tuple[str, bytes]]:
+    items = body.get("images") if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        raise SpecError("images", "expected {'images': [base64 string or {name, data}, ...]}")
+    files = []
+    for i, item in enumerate(items):
+        name, data = (f"image{i}", item) if isinstance(item, str) else (None, None)
+        if isinstance(item, dict):
+            name, data = str(item.get("name") or f"image{i}"), item.get("data")
+        if not isinstance(data, str):
+            raise SpecError(f"images[{i}]", "expected a base64 string or {name, data}")
+        try:
+            files.append((name, base64.b64decode(data, validate=True)))
+        except (binascii.Error, ValueError):
+            raise SpecError(f"images[{i}]", f"{name}: not valid base64") from None
+    return files
+
+
+def _resolve(settings: Any, name: str, alias: str | None, version: int | None) -> Any:
+    from fovea.tracking.monitoring import resolve_version
+    from fovea.tracking.registry import ModelNotFoundError
+
+    try:
+        return resolve_version(
+            tracking_uri=settings.tracking_uri, name=name, alias=alias, version=version
+        )
+    except ModelNotFoundError as exc:
+        raise NotFound(str(exc)) from None
+
+
+def _serving(request: Request) -> Any:
+    state = request.app.state
+    if getattr(state, "serving", None) is None:
+        from fovea.workers.serving import ServingPool
+
+        settings = state.settings
+        state.serving = ServingPool(
+            tracking_uri=settings.tracking_uri,
+            ray_address=settings.ray_address,
+            cpus=settings.serving_cpus,
+            threads=settings.serving_threads,
+            max_pixels=settings.predict_max_pixels,
+        )
+    return state.serving
+
+
+def _predict(pool: Any, resolved: Any, images: list[Any], masks: bool) -> list[dict[str, Any]]:
+    try:
+        results = pool.predict(resolved.name, resolved.version, images, masks=masks)
+    except ConnectionError as exc:
+        raise Unavailable(f"serving needs a Ray cluster: {exc}") from None
+    if "champion" in resolved.aliases:
+        pool.retire(resolved.name, keep=resolved.version)
+    return results
+
+
+def _log(
+    sessions: Any, resolved: Any, request_id: str, source: str, results: list, uris: list
+) -> None:
+    from fovea.platform.monitoring import log_predictions
+
+    with transaction(sessions) as session:
+        log_predictions(
+            session=session,
+            model_name=resolved.name,
+            version=resolved.version,
+            request_id=request_id,
+            source=source,
+            results=results,
+            image_uris=uris,
+        )
+
+
+def _sample(settings: Any, name: str, images: list[Any], results: list[dict]) -> list[str | None]:
+    """Keep a share (prediction_sample_rate) of the images for people to look at later."""
+    import random
+
+    uris: list[str | None] = []
+    for image, result in zip(images, results, strict=True):
+        if not result["ok"] or random.random() >= settings.prediction_sample_rate:
+            uris.append(None)
+            continue
+        folder = settings.prediction_samples / name
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / (result["log"]["sha256"] + Path(image.name).suffix.lower()[:8])
+        path.write_bytes(image.data)
+        uris.append(str(path))
+    return uris
+
+
+def _item(result: dict[str, Any]) -> dict[str, Any]:
+    if not result["ok"]:
+        return {"file": result["file"], "ok": False, "error": result["error"]}
+    return {"file": result["file"], "ok": True, **result["response"]}
+
+
+# ---- batch scoring -------------------------------------------------------------------------
+
+
+@router.post("/{name}/score", status_code=status.HTTP_202_ACCEPTED)
+async def score(
+    name: str, body: ScoreRequest, request: Request, settings: SettingsDep
+) -> dict[str, Any]:
+    """Score every image under a folder (a data root) on the Ray cluster, in the background;
+    the rows go to the log with source "batch". Poll GET /models/{name}/score/{id}."""
+    from fovea.platform.scoring import start_scoring
+
+    folder = resolve_data_path(body.folder, roots=settings.data_roots, field="folder")
+    if not folder.is_dir():
+        raise SpecError("folder", f"{body.folder!r} is not a folder")
+    resolved = await run_in_threadpool(_resolve, settings, name, body.alias, body.version)
+    run = await run_in_threadpool(
+        start_scoring,
+        sessions=request.app.state.sessions,
+        pool=_serving(request),
+        resolved=resolved,
+        folder=folder,
+        roots=settings.data_roots,
+    )
+    return run
+
+
+@router.get("/{name}/score/{run_id}")
+def score_status(name: str, run_id: str, session: SessionDep) -> dict[str, Any]:
+    from fovea.platform.scoring import get_run
+
+    run = get_run(session=session, model_name=name, run_id=run_id)
+    if run is None:
+        raise NotFound(f"no scoring run {run_id!r} of model {name!r}")
+    return run
+
+
+# ---- drift ---------------------------------------------------------------------------------
+
+
+@router.get("/{name}/drift")
+def drift(
+    name: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    """The latest report in full, and the history (newest first) without test details."""
+    from fovea.platform.monitoring import drift_settings, list_reports
+
+    reports = list_reports(session=session, model_name=name, limit=limit)
+    return {
+        "model": name,
+        "latest": _report(reports[0], full=True) if reports else None,
+        "history": [_report(r, full=False) for r in reports],
+        "thresholds": drift_settings(settings).__dict__,
+        "interval_s": settings.drift_interval_s,
+    }
+
+
+@router.post("/{name}/drift", status_code=status.HTTP_201_CREATED)
+async def compute_drift(
+    name: str,
+    request: Request,
+    settings: SettingsDep,
+    window: Annotated[int, Query(ge=1, le=1_000_000)] = 500,
+    alias: Annotated[str | None, Query(max_length=100)] = None,
+    version: Annotated[int | None, Query(ge=1)] = None,
+) -> dict[str, Any]:
+    """A report now, on the newest `window` predictions of the version `alias` (default
+    champion) or `version` names."""
+    resolved = await run_in_threadpool(_resolve, settings, name, alias, version)
+    return await run_in_threadpool(_compute, request, resolved, window)
+
+
+def _compute(request: Request, resolved: Any, window: int) -> dict[str, Any]:
+    from fovea.platform.monitoring import compute_report, drift_settings, references
+
+    state = request.app.state
+    reference = references(state).get(resolved.name, resolved.version)
+    with transaction(state.sessions) as session:
+        report = compute_report(
+            session=session,
+            model_name=resolved.name,
+            version=resolved.version,
+            reference=reference,
+            settings=drift_settings(state.settings),
+            trigger="request",
+            window=window,
+        )
+        return _report(report, full=True)
+
+
+@router.get("/{name}/drift/{report_id}")
+def drift_report(name: str, report_id: int, session: SessionDep) -> dict[str, Any]:
+    return _report(_get_report(session, name, report_id), full=True)
+
+
+@router.get("/{name}/drift/{report_id}/plots/{plot}")
+def drift_plot(name: str, report_id: int, plot: str, session: SessionDep) -> Response:
+    from fovea.platform.drift_plots import PLOTS
+
+    if plot not in PLOTS:
+        raise NotFound(f"no plot {plot!r}; plots: {', '.join(PLOTS)}")
+    report = _get_report(session, name, report_id)
+    return Response(PLOTS[plot](report.result), media_type="image/png")
+
+
+def _get_report(session: Any, name: str, report_id: int) -> Any:
+    from fovea.platform.monitoring import get_report
+
+    report = get_report(session=session, model_name=name, report_id=report_id)
+    if report is None:
+        raise NotFound(f"no drift report {report_id} of model {name!r}")
+    return report
+
+
+def _report(report: Any, *, full: bool) -> dict[str, Any]:
+    out = {
+        "id": report.id,
+        "created_at": report.created_at.isoformat(),
+        "model": report.model_name,
+        "version": int(report.model_version),
+        "trigger": report.trigger,
+        "verdict": report.verdict,
+        "window_verdict": report.window_verdict,
+        "reasons": report.reasons,
+        "n_live": report.n_live,
+        "n_reference": report.n_reference,
+        "first_prediction_id": report.first_prediction_id,
+        "last_prediction_id": report.last_prediction_id,
+        "seconds": round(report.seconds, 3),
+        "plots": [f"/models/{report.model_name}/drift/{report.id}/plots/{p}"
+                  for p in ("histograms.png", "mmd.png")],
+    }  # fmt: skip
+    if full:
+        out.update(report.result)
+    return out
+
+
+# ---- the log -------------------------------------------------------------------------------
+
+
+@router.get("/{name}/predictions")
+def predictions(
+    name: str,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before_id: Annotated[int | None, Query(ge=1)] = None,
+) -> dict[str, Any]:
+    """The newest rows of the prediction log (embeddings left out)."""
+    from fovea.platform.monitoring import recent_predictions
+    from fovea.tasks.reference import STATISTICS
+
+    rows = recent_predictions(session=session, model_name=name, limit=limit, before_id=before_id)
+    return {
+        "items": [
+            {
+                "id": r.id,
+                "at": r.at.isoformat(),
+                "version": int(r.model_version),
+                "request_id": r.request_id,
+                "source": r.source,
+                "file": r.file_name,
+                "sha256": r.sha256,
+                "stats": {s: getattr(r, s) for s in STATISTICS},
+                "summary": r.summary,
+                "sampled": r.image_uri is not None,
+            }
+            for r in rows
+        ]
+    }
