@@ -328,69 +328,59 @@ def _column(summary: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
     return np.array([float(row.get(key) or 0.0) for row in summary])
 
 
+def _frequencies_and_columns(
+    reference: Samples,
+    live: Samples,
+    *,
+    name: str,
+    counts: tuple[np.ndarray, np.ndarray],
+    counted: int,
+    columns: tuple[str, ...],
+    settings: DriftSettings,
+) -> list[TestResult]:
+    """Chi-square and PSI on per-class counts, KS on summary columns; Bonferroni over the
+    frequency test and the columns."""
+    alpha = settings.alpha / (1 + len(columns))
+    frequencies = frequency_tests(
+        name, *counts, live_images=counted, settings=settings, corrected_alpha=alpha
+    )
+    return frequencies + [
+        ks_test(
+            f"predictions/{key}",
+            "predictions",
+            _column(reference.summary, key),
+            _column(live.summary, key),
+            corrected_alpha=alpha,
+        )
+        for key in columns
+    ]
+
+
 def _classification_tests(
     reference: Samples, live: Samples, names: list[str], settings: DriftSettings
 ) -> list[TestResult]:
-    alpha = settings.alpha / 3  # frequencies, confidence, entropy
-    counts = [
+    ref, cur = (
         np.bincount(_column(side.summary, "class_id").astype(int), minlength=len(names))
         for side in (reference, live)
-    ]
-    return [
-        *frequency_tests(
-            "predictions/class_frequencies",
-            *counts,
-            live_images=len(live),
-            settings=settings,
-            corrected_alpha=alpha,
-        ),
-        *(
-            ks_test(
-                f"predictions/{key}",
-                "predictions",
-                _column(reference.summary, key),
-                _column(live.summary, key),
-                corrected_alpha=alpha,
-            )
-            for key in ("confidence", "entropy")
-        ),
-    ]
+    )
+    return _frequencies_and_columns(
+        reference, live, name="predictions/class_frequencies", counts=(ref, cur),
+        counted=len(live), columns=("confidence", "entropy"), settings=settings,
+    )  # fmt: skip
 
 
 def _detection_tests(
     reference: Samples, live: Samples, names: list[str], settings: DriftSettings
 ) -> list[TestResult]:
-    alpha = settings.alpha / 3  # box classes, box count, mean score
-
-    def class_counts(side: Samples) -> np.ndarray:
-        return np.array(
-            [
-                sum(int((row.get("class_counts") or {}).get(n, 0)) for row in side.summary)
-                for n in names
-            ]
-        )
-
-    boxes = int(class_counts(live).sum())
-    return [
-        *frequency_tests(
-            "predictions/box_classes",
-            class_counts(reference),
-            class_counts(live),
-            live_images=boxes,
-            settings=settings,
-            corrected_alpha=alpha,
-        ),
-        *(
-            ks_test(
-                f"predictions/{key}",
-                "predictions",
-                _column(reference.summary, key),
-                _column(live.summary, key),
-                corrected_alpha=alpha,
-            )
-            for key in ("n_boxes", "mean_score")
-        ),
-    ]
+    ref, cur = (
+        np.array([sum(int((r.get("class_counts") or {}).get(n, 0)) for r in side.summary)
+                  for n in names])
+        for side in (reference, live)
+    )  # fmt: skip
+    return _frequencies_and_columns(
+        reference, live, name="predictions/box_classes", counts=(ref, cur),
+        counted=int(cur.sum()), columns=("n_boxes", "mean_score"), settings=settings,
+    )  # fmt: skip
 
 
 def _segmentation_tests(

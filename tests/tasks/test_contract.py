@@ -10,23 +10,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from fovea.tasks import TASKS, DataConfig, ModelConfig, Task, UserError, get_task
+from fovea.tasks import TASKS, Task, UserError, get_task
+from tests.tasks.cases import TINY
 
-# the cheapest real configuration of each task; a new task must add its own here
-TINY = {
-    "classification": (
-        DataConfig(uri="builtin://digits", format="builtin", image_size=16),
-        ModelConfig(arch="smallcnn"),
-    ),
-    "detection": (
-        DataConfig(uri="builtin://shapes?n=200", format="builtin", image_size=64),
-        ModelConfig(arch="yolo_n", backbone="tiny"),
-    ),
-    "segmentation": (
-        DataConfig(uri="builtin://shapes?n=200", format="builtin", image_size=32),
-        ModelConfig(arch="unet", backbone="tiny"),
-    ),
-}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 

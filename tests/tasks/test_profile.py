@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image, ImageFilter
 
-from fovea.tasks import DataConfig, ModelConfig, get_task
+from fovea.tasks import get_task
 from fovea.tasks.profile import (
     image_statistics,
     profile_image_list,
@@ -19,27 +19,13 @@ from fovea.tasks.profile import (
     reference_profile,
 )
 from fovea.tasks.reference import STATISTICS, Reference
-
-CASES = {
-    "classification": (
-        DataConfig(uri="builtin://digits", format="builtin", image_size=16),
-        ModelConfig(arch="smallcnn"),
-    ),
-    "detection": (
-        DataConfig(uri="builtin://shapes?n=60", format="builtin", image_size=64),
-        ModelConfig(arch="yolo_n", backbone="tiny"),
-    ),
-    "segmentation": (
-        DataConfig(uri="builtin://shapes?n=60", format="builtin", image_size=32),
-        ModelConfig(arch="unet", backbone="tiny"),
-    ),
-}
+from tests.tasks.cases import TINY
 
 
 def trained_like(name: str):  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     task = get_task(name)
-    data_config, model_config = CASES[name]
+    data_config, model_config = TINY[name]
     bundle = task.build_data(data_config)
     model = task.build_model(model_config, num_classes=len(bundle.class_names)).eval()
     card = json.loads(
@@ -48,7 +34,7 @@ def trained_like(name: str):  # type: ignore[no-untyped-def]
     return task, model, card, bundle, data_config
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", sorted(TINY))
 def test_profile_answers_as_predict_and_embeds_in_the_same_pass(name: str) -> None:
     task, model, card, bundle, _ = trained_like(name)
     images = bundle.val.data.images[:6].permute(0, 2, 3, 1).numpy()
