@@ -37,7 +37,7 @@ class BadImages(Exception):
     """422: no image of the request could be read; names each file and why."""
 
     def __init__(self, problems: list[dict[str, str]]) -> None:
-        super().__init__("; ".join(f"{p['field']}: {p['problem']}" for p in problems))
+        super().__init__("no image could be read: " + "; ".join(p["problem"] for p in problems))
         self.problems = problems
 
 
@@ -411,5 +411,33 @@ def predictions(
                 "sampled": r.image_uri is not None,
             }
             for r in rows
+        ]
+    }
+
+
+@router.get("/{name}/events")
+def events(
+    name: str,
+    session: SessionDep,
+    kind: Annotated[str | None, Query(max_length=40)] = None,
+    after_id: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """What happened to the model (drift verdict changes, promotions...), oldest first."""
+    from fovea.platform.model_events import model_events
+
+    rows = model_events(session=session, model_name=name, kind=kind, after_id=after_id, limit=limit)
+    return {
+        "items": [
+            {
+                "id": e.id,
+                "at": e.at.isoformat(),
+                "kind": e.kind,
+                "value": e.value,
+                "version": e.model_version,
+                "message": e.message,
+                "data": e.data,
+            }
+            for e in rows
         ]
     }
