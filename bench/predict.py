@@ -1,0 +1,94 @@
+"""Prediction throughput: the HTTP API (replica on Ray, logging) against the pyfunc model.
+
+Trains a resnet18 on flowers5 at 64 px for one epoch through a real `fovea up` (the model
+and its drift reference registered as any job's are), then measures images/s for batches
+of 1 and 16 real photos (JPEG bytes):
+- direct: `mlflow.pyfunc.load_model(...).predict(uint8 batch)` in this process, the images
+  already decoded;
+- HTTP: `POST /models/<name>/predict` with the files: upload, decode in the replica,
+  predict and profile (statistics, embedding, summary), the prediction log written.
+The two alternate (`--rounds` pairs, same images), so load changes hit both alike; the
+table gives the median images/s and the ratio HTTP / direct per batch size (goal >= 0.8
+for batch 16). Both sides use `--threads` torch threads.
+
+Run: `python bench/predict.py` (about 5 minutes on 2 CPU cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+from stack import REPO, running_stack, train  # bench/stack.py (the script's folder)
+
+FLOWERS = REPO.parent / "shared" / "datasets" / "classification" / "flowers5"
+MODEL = "bench-predict"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--requests", type=int, default=8, help="requests per measurement")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    import mlflow.pyfunc
+    import torch
+    from PIL import Image
+
+    torch.set_num_threads(args.threads)
+    photos = sorted(FLOWERS.rglob("*.jpg"))[::97][:16]
+    files = [(p.name, p.read_bytes()) for p in photos]
+    arrays = [np.asarray(Image.open(p).convert("RGB").resize((128, 128))) for p in photos]
+    print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
+    spec = {
+        "name": MODEL,
+        "task": "classification",
+        "dataset": {"uri": str(FLOWERS), "format": "imagefolder"},
+        "model": {"arch": "resnet18"},
+        "train": {"epochs": 1, "batch_size": 64, "image_size": 64},
+        "resources": {"cpus": args.threads},
+        "register_as": MODEL,
+    }
+    with running_stack(serving_threads=str(args.threads)) as (http, home):
+        train(http, spec)
+        mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
+        model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+
+        def direct(batch: int) -> float:
+            images = np.stack(arrays[:batch])
+            model.predict(images)  # warm
+            tick = time.perf_counter()
+            for _ in range(args.requests):
+                model.predict(images)
+            return batch * args.requests / (time.perf_counter() - tick)
+
+        def over_http(batch: int) -> float:
+            upload = [("files", item) for item in files[:batch]]
+            response = http.post(f"/models/{MODEL}/predict", files=upload)  # warm
+            response.raise_for_status()
+            tick = time.perf_counter()
+            for _ in range(args.requests):
+                http.post(f"/models/{MODEL}/predict", files=upload).raise_for_status()
+            return batch * args.requests / (time.perf_counter() - tick)
+
+        results: dict[tuple[str, int], list[float]] = {}
+        for _ in range(args.rounds):
+            for batch in (1, 16):
+                results.setdefault(("direct", batch), []).append(direct(batch))
+                results.setdefault(("http", batch), []).append(over_http(batch))
+        logged = http.get(f"/models/{MODEL}/predictions", params={"limit": 1}).json()["items"]
+    print(f"\nresnet18 @ 64 px, flowers5 photos, {args.threads} threads, {args.rounds} rounds")
+    print(f"{'batch':>5} {'direct img/s':>13} {'HTTP img/s':>11} {'ratio':>6}")
+    for batch in (1, 16):
+        d = statistics.median(results[("direct", batch)])
+        h = statistics.median(results[("http", batch)])
+        print(f"{batch:>5} {d:>13.1f} {h:>11.1f} {h / d:>6.2f}")
+    print(f"(every HTTP image was logged: newest log row id {logged[0]['id']})")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

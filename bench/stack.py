@@ -1,0 +1,83 @@
+"""A real `fovea up` for benchmarks: its own home folder, port and token, stopped at exit."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+TOKEN = "bench-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_stack(**env: str) -> Iterator[tuple[httpx.Client, Path]]:
+    """(a client with the token, the stack's home); extra FOVEA_* settings as keywords."""
+    home = Path(tempfile.mkdtemp(prefix="fovea-bench-"))
+    port = free_port()
+    environ = {
+        **os.environ,
+        "FOVEA_HOME": str(home),
+        "FOVEA_PORT": str(port),
+        "FOVEA_API_TOKEN": TOKEN,
+        "FOVEA_DATA_ROOTS": f"{REPO.parent}:{REPO}",
+        **{f"FOVEA_{k.upper()}": v for k, v in env.items()},
+    }
+    with open(home / "server.log", "wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "fovea", "up"],
+            env=environ,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+    http = httpx.Client(
+        base_url=f"http://127.0.0.1:{port}",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=120,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                http.get("/health")
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise SystemExit(f"fovea up did not start; see {home / 'server.log'}") from None
+                time.sleep(0.5)
+        yield http, home
+    finally:
+        server.send_signal(2)
+        try:
+            server.wait(60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def train(http: httpx.Client, spec: dict[str, Any]) -> dict[str, Any]:
+    """Submit `spec` and wait for the job's end; exits when it did not succeed."""
+    job = http.post("/jobs", json=spec).json()
+    if "id" not in job:
+        raise SystemExit(f"submit refused: {job}")
+    while job["state"] not in ("succeeded", "failed", "cancelled"):
+        time.sleep(0.5)
+        job = http.get(f"/jobs/{job['id']}").json()
+    if job["state"] != "succeeded":
+        raise SystemExit(f"job {job['state']}: {job['error']}")
+    return job
