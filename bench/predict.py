@@ -1,15 +1,18 @@
 """Prediction throughput: the HTTP API (replica on Ray, logging) against the pyfunc model.
 
-Trains a resnet18 on flowers5 at 64 px for one epoch through a real `fovea up` (the model
-and its drift reference registered as any job's are), then measures images/s for batches
+Trains a resnet18 on flowers5 at `--image-size` px (64) for one epoch through a real
+`fovea up` (the model and its drift reference registered as any job's are), then measures
+images/s for batches
 of 1 and 16 real photos (JPEG bytes):
 - direct: `mlflow.pyfunc.load_model(...).predict(uint8 batch)` in this process, the images
   already decoded;
 - HTTP: `POST /models/<name>/predict` with the files: upload, decode in the replica,
   predict and profile (statistics, embedding, summary), the prediction log written.
-The two alternate (`--rounds` pairs, same images), so load changes hit both alike; the
+The sides alternate (`--rounds` rounds, same images), so load changes hit all alike; the
 table gives the median images/s and the ratio HTTP / direct per batch size (goal >= 0.8
-for batch 16). Both sides use `--threads` torch threads.
+for batch 16), for one HTTP client (latency-bound: upload, decode and logging add to each
+request) and for `--clients` concurrent clients (a service's throughput: the API's work
+overlaps the replica's). Both sides use `--threads` torch threads.
 
 Run: `python bench/predict.py` (about 5 minutes on 2 CPU cores).
 """
@@ -20,6 +23,7 @@ import argparse
 import os
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from stack import REPO, running_stack, train  # bench/stack.py (the script's folder)
@@ -30,9 +34,13 @@ MODEL = "bench-predict"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--image-size", type=int, default=64, help="the model's input side")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=8, help="requests per measurement")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--clients", type=int, default=2, help="concurrent HTTP clients in the second HTTP row"
+    )
     args = parser.parse_args()
     import mlflow.pyfunc
     import torch
@@ -48,7 +56,7 @@ def main() -> None:
         "task": "classification",
         "dataset": {"uri": str(FLOWERS), "format": "imagefolder"},
         "model": {"arch": "resnet18"},
-        "train": {"epochs": 1, "batch_size": 64, "image_size": 64},
+        "train": {"epochs": 1, "batch_size": 64, "image_size": args.image_size},
         "resources": {"cpus": args.threads},
         "register_as": MODEL,
     }
@@ -65,27 +73,40 @@ def main() -> None:
                 model.predict(images)
             return batch * args.requests / (time.perf_counter() - tick)
 
-        def over_http(batch: int) -> float:
+        def over_http(batch: int, clients: int = 1) -> float:
             upload = [("files", item) for item in files[:batch]]
-            response = http.post(f"/models/{MODEL}/predict", files=upload)  # warm
-            response.raise_for_status()
+            http.post(f"/models/{MODEL}/predict", files=upload).raise_for_status()  # warm
+
+            def client(_: int) -> None:
+                for _ in range(args.requests):
+                    http.post(f"/models/{MODEL}/predict", files=upload).raise_for_status()
+
             tick = time.perf_counter()
-            for _ in range(args.requests):
-                http.post(f"/models/{MODEL}/predict", files=upload).raise_for_status()
-            return batch * args.requests / (time.perf_counter() - tick)
+            with ThreadPoolExecutor(clients) as pool:
+                list(pool.map(client, range(clients)))
+            return batch * args.requests * clients / (time.perf_counter() - tick)
 
         results: dict[tuple[str, int], list[float]] = {}
         for _ in range(args.rounds):
             for batch in (1, 16):
                 results.setdefault(("direct", batch), []).append(direct(batch))
                 results.setdefault(("http", batch), []).append(over_http(batch))
+                concurrent = over_http(batch, args.clients)
+                results.setdefault(("http-concurrent", batch), []).append(concurrent)
         logged = http.get(f"/models/{MODEL}/predictions", params={"limit": 1}).json()["items"]
-    print(f"\nresnet18 @ 64 px, flowers5 photos, {args.threads} threads, {args.rounds} rounds")
-    print(f"{'batch':>5} {'direct img/s':>13} {'HTTP img/s':>11} {'ratio':>6}")
+    print(
+        f"\nresnet18 @ {args.image_size} px, flowers5 photos (128 px JPEG), {args.threads} "
+        f"threads, {args.rounds} rounds"
+    )
+    print(
+        f"{'batch':>5} {'direct img/s':>13} {'HTTP, 1 client':>15} {'ratio':>6} "
+        f"{f'HTTP, {args.clients} clients':>17} {'ratio':>6}"
+    )
     for batch in (1, 16):
         d = statistics.median(results[("direct", batch)])
         h = statistics.median(results[("http", batch)])
-        print(f"{batch:>5} {d:>13.1f} {h:>11.1f} {h / d:>6.2f}")
+        c = statistics.median(results[("http-concurrent", batch)])
+        print(f"{batch:>5} {d:>13.1f} {h:>15.1f} {h / d:>6.2f} {c:>17.1f} {c / d:>6.2f}")
     print(f"(every HTTP image was logged: newest log row id {logged[0]['id']})")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 

@@ -51,7 +51,6 @@ class ModelReplica:
     def __init__(
         self, *, tracking_uri: str, name: str, version: int, threads: int, max_pixels: int
     ) -> None:
-        import torch
         from safetensors.torch import load_file
 
         from fovea.tasks import get_task
@@ -59,7 +58,7 @@ class ModelReplica:
         from fovea.tracking.monitoring import download_reference, resolve_version
         from fovea.tracking.registry import download_weights
 
-        torch.set_num_threads(max(1, threads))  # this actor's own process
+        self.threads = max(1, threads)
         self.name, self.version, self.max_pixels = name, version, max_pixels
         with tempfile.TemporaryDirectory(prefix="fovea-serve-") as tmp:
             weights, self.card = download_weights(
@@ -98,7 +97,12 @@ class ModelReplica:
                 continue
             decoded.append((position, pixels, digest))
         if decoded:
+            import torch
+
             with self.lock:
+                # OpenMP's thread count is per thread, and Ray runs actor methods on threads
+                # of its own with OMP_NUM_THREADS=1: set it where the forward runs
+                torch.set_num_threads(self.threads)
                 profile = profile_image_list(
                     self.task, self.model, self.card, [pixels for _, pixels, _ in decoded]
                 )

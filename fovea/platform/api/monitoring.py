@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 import uuid
 from pathlib import Path
 from typing import Annotated, Any
@@ -94,9 +95,9 @@ async def predict(
     from fovea.workers.serving import ImageInput
 
     images = [ImageInput(n, d) for n, d in await _read_images(request, settings)]
-    resolved = await run_in_threadpool(_resolve, settings, name, alias, version)
-    pool = _serving(request)
-    results = await run_in_threadpool(_predict, pool, resolved, images, masks)
+    resolved, results = await run_in_threadpool(
+        _resolve_and_predict, request, name, alias, version, images, masks
+    )
     if not any(r["ok"] for r in results):
         raise BadImages([{"field": r["file"], "problem": r["error"]} for r in results])
     request_id = uuid.uuid4().hex
@@ -165,15 +166,39 @@ def _json_images(body: Any) -> list[tuple[str, bytes]]:
 
 
 def _resolve(settings: Any, name: str, alias: str | None, version: int | None) -> Any:
+    """The version an alias names, looked up at most every RESOLVE_TTL_S per alias: an
+    alias moved in MLflow reaches serving within that time."""
     from fovea.tracking.monitoring import resolve_version
     from fovea.tracking.registry import ModelNotFoundError
 
+    key = (settings.tracking_uri, name, alias, version)
+    cached = _resolved.get(key)
+    if cached is not None and time.monotonic() - cached[0] < RESOLVE_TTL_S:
+        return cached[1]
     try:
-        return resolve_version(
+        found = resolve_version(
             tracking_uri=settings.tracking_uri, name=name, alias=alias, version=version
         )
     except ModelNotFoundError as exc:
         raise NotFound(str(exc)) from None
+    _resolved[key] = (time.monotonic(), found)
+    return found
+
+
+RESOLVE_TTL_S = 2.0
+_resolved: dict[tuple[Any, ...], tuple[float, Any]] = {}
+
+
+def _resolve_and_predict(
+    request: Request,
+    name: str,
+    alias: str | None,
+    version: int | None,
+    images: list[Any],
+    masks: bool,
+) -> tuple[Any, list[dict[str, Any]]]:
+    resolved = _resolve(request.app.state.settings, name, alias, version)
+    return resolved, _predict(_serving(request), resolved, images, masks)
 
 
 def _serving(request: Request) -> Any:
@@ -198,7 +223,7 @@ def _predict(pool: Any, resolved: Any, images: list[Any], masks: bool) -> list[d
     except ConnectionError as exc:
         raise Unavailable(f"serving needs a Ray cluster: {exc}") from None
     if "champion" in resolved.aliases:
-        pool.retire(resolved.name, keep=resolved.version)
+        pool.retire(resolved.name, keep=resolved.version)  # the champion moved: old ones go
     return results
 
 
