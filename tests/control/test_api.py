@@ -41,7 +41,9 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture
 def client(server: LiveServer):
-    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    # the first /models call creates the MLflow store's tables: seconds on a busy machine
+    with httpx.Client(base_url=server.url, headers=headers, timeout=60) as c:
         yield c
 
 
@@ -120,7 +122,11 @@ def test_idempotency_key(client: httpx.Client) -> None:
         (body(train={"epochs": 1, "optimizer": "adam"}), "train.optimizer", "adamw"),
         (body(train={"epochs": 1, "lr": -1}), "train.lr", "greater than 0"),
         (body(train={"epochs": 1, "bogus": 1}), "train.bogus", "Extra inputs"),
-        (body(dataset={"uri": "builtin://cifar"}), "dataset.uri", "valid: builtin://digits"),
+        (
+            body(dataset={"uri": "builtin://cifar"}),
+            "dataset.uri",
+            "classification: builtin://digits",
+        ),
         (body(dataset={"uri": "/etc"}), "dataset.uri", "outside the configured data roots"),
         (body(dataset={"uri": "../../../../etc"}), "dataset.uri", "outside the configured"),
         (
