@@ -7,7 +7,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect, select
+from sqlalchemy import event, inspect, select
+from sqlalchemy.exc import OperationalError
 
 from fovea.platform import jobs as svc
 from fovea.platform.errors import SpecError
@@ -17,6 +18,7 @@ from fovea.platform.store import (
     JobEvent,
     JobState,
     make_engine,
+    read_session_factory,
     session_factory,
     transaction,
     upgrade,
@@ -228,3 +230,23 @@ def test_job_rows_roundtrip_spec(sessions) -> None:
     with transaction(sessions) as s:
         row = s.get(Job, job.id)
         assert JobSpec.model_validate(row.spec).canonical_hash() == row.spec_hash
+
+
+def test_sqlite_reads_never_take_the_write_lock(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'locks.db'}")
+    # after the engine's own hook: a lock wait gives up in 0.2 s instead of 30 s
+    event.listen(engine, "connect", lambda conn, _: conn.execute("PRAGMA busy_timeout=200"))
+    upgrade(engine)
+    writes, reads = session_factory(engine), read_session_factory(engine)
+    with transaction(writes) as s:
+        svc.create_job(session=s, spec=spec("a"))
+    with transaction(writes) as holder:  # an open write transaction holds the lock
+        svc.create_job(session=holder, spec=spec("b"))
+        holder.flush()
+        with transaction(reads) as s:  # a read goes ahead, seeing the committed rows
+            assert svc.list_jobs(session=s).total == 1
+        with pytest.raises(OperationalError, match="locked"), transaction(writes) as s:
+            svc.create_job(session=s, spec=spec("c"))  # a second writer really waits
+    with transaction(reads) as s:
+        assert svc.list_jobs(session=s).total == 2
+    engine.dispose()
