@@ -43,6 +43,22 @@ class Settings(BaseSettings):
     # Max running jobs per project (0: unlimited).
     project_quota: int = 0
 
+    # API admission: at most `api_max_concurrency` requests are worked on at once (each holds
+    # a database connection); up to `api_max_queue` more wait, each at most
+    # `api_queue_timeout_s`; past either limit the answer is 503 with Retry-After, before
+    # anything is written. Keep the wait below clients' time-outs (fovea's client: 30 s).
+    api_max_concurrency: int = Field(16, ge=1, le=256)
+    api_max_queue: int = Field(256, ge=0)
+    api_queue_timeout_s: float = Field(10.0, gt=0)
+    api_max_body_bytes: int = Field(1_048_576, ge=1024)  # larger request bodies: 413
+
+    # What one job may ask for; more is refused at submit (422 naming the field), since no
+    # cluster this platform runs on could start it.
+    max_job_cpus: float = Field(64.0, gt=0)
+    max_job_gpus: float = Field(8.0, ge=0)
+    max_epochs: int = Field(1000, ge=1)
+    max_image_size: int = Field(2048, ge=8)
+
     # -- serving and monitoring ----------------------------------------------------------
     predict_max_images: int = 64  # per request (413 past it)
     predict_max_bytes: int = 64 * 2**20  # per request body (413 past it)

@@ -2,105 +2,32 @@
 
 from __future__ import annotations
 
+import enum
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from fovea.platform.errors import IdempotencyConflict, InvalidTransition, NotFound
 from fovea.platform.spec import JobSpec
 from fovea.platform.store import TRANSITIONS, Job, JobEvent, JobState, utcnow
-from fovea.tasks import TASKS
-
-
-class SpecError(ValueError):
-    """A spec that is well-formed but refers to something it may not (422)."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
-
-
-class IdempotencyConflict(ValueError):
-    pass
-
-
-class NotFound(LookupError):
-    pass
-
-
-class InvalidTransition(RuntimeError):
-    pass
-
-
-def resolve_data_path(raw: str, *, roots: Sequence[Path], field: str) -> Path:
-    """Resolve a user path (symlinks followed) and require it under one of the data roots."""
-    if "\x00" in raw:
-        raise SpecError(field, "path contains a NUL byte")
-    path = Path(raw).expanduser()
-    if not path.is_absolute():
-        path = Path.cwd() / path
-    resolved = path.resolve()
-    for root in roots:
-        if resolved == root or resolved.is_relative_to(root):
-            break
-    else:
-        shown = ", ".join(str(r) for r in roots)
-        raise SpecError(field, f"{raw!r} is outside the configured data roots ({shown})")
-    if not resolved.exists():
-        raise SpecError(field, f"{raw!r} does not exist")
-    return resolved
-
-
-def normalise_spec(spec: JobSpec, *, data_roots: Sequence[Path]) -> JobSpec:
-    """Check paths against the data roots and store them resolved (so workers need no cwd)."""
-    spec = spec.model_copy(deep=True)
-    archs = getattr(TASKS[spec.task], "architectures", None)
-    if archs is not None and spec.model.arch not in archs:
-        raise SpecError(
-            "model.arch",
-            f"unknown {spec.task} architecture {spec.model.arch!r}; valid: {', '.join(archs)}",
-        )
-    backbones = getattr(TASKS[spec.task], "backbones", None)
-    if backbones is not None and spec.model.backbone not in (None, *backbones):
-        raise SpecError(
-            "model.backbone",
-            f"unknown {spec.task} backbone {spec.model.backbone!r}; valid: {', '.join(backbones)}",
-        )
-    if spec.dataset.is_builtin:
-        from fovea.tasks import UserError
-        from fovea.tasks.data.builtin import get_builtin, parse_builtin_uri
-
-        try:  # name, query parameters (builtin://shapes?n=400&size=96), fit to the task
-            parse_builtin_uri(spec.dataset.uri)
-            get_builtin(spec.dataset.uri, task=spec.task)
-        except UserError as exc:
-            raise SpecError("dataset.uri", str(exc)) from None
-    else:
-        path = resolve_data_path(spec.dataset.uri, roots=data_roots, field="dataset.uri")
-        if not path.is_dir():
-            raise SpecError("dataset.uri", f"{spec.dataset.uri!r} is not a directory")
-        spec.dataset.uri = str(path)
-    weights = spec.model.weights
-    if weights and not weights.startswith("models:/") and ("/" in weights or "." in weights):
-        looks_like_enum = "_Weights." in weights and "/" not in weights
-        if not looks_like_enum:
-            spec.model.weights = str(
-                resolve_data_path(weights, roots=data_roots, field="model.weights")
-            )
-    return spec
+from fovea.tasks.data.files import Note
 
 
 def create_job(
-    *, session: Session, spec: JobSpec, idempotency_key: str | None = None
+    *,
+    session: Session,
+    spec: JobSpec,
+    idempotency_key: str | None = None,
+    notes: Sequence[Note] = (),
 ) -> tuple[Job, bool]:
-    """Insert a queued job (or return the one this idempotency key already made)."""
+    """Insert a queued job (or return the one this idempotency key already made); `notes`
+    (what the submit-time dataset scan found odd) become "dataset_note" events."""
     spec_hash = spec.canonical_hash()
     if idempotency_key is not None:
         existing = session.scalar(select(Job).where(Job.idempotency_key == idempotency_key))
@@ -117,7 +44,7 @@ def create_job(
         task=spec.task,
         project=spec.project,
         priority=spec.priority,
-        state=JobState.QUEUED.value,
+        state=JobState.QUEUED,
         attempt=0,
         max_retries=spec.max_retries,
         cpus=spec.resources.cpus,
@@ -150,6 +77,14 @@ def create_job(
         to_state=JobState.QUEUED,
         message=f"{spec.task} job {spec.name!r} queued (priority {spec.priority})",
     )
+    for note in notes:
+        add_event(
+            session=session,
+            job_id=job.id,
+            kind="dataset_note",
+            message=note.message,
+            data={"kind": note.kind, "count": note.count},
+        )
     return job, True
 
 
@@ -168,12 +103,21 @@ def add_event(
         kind=kind,
         message=message,
         data=data,
-        from_state=from_state.value if from_state else None,
-        to_state=to_state.value if to_state else None,
+        from_state=from_state,
+        to_state=to_state,
         at=utcnow(),
     )
     session.add(event)
     return event
+
+
+class Keep(enum.Enum):
+    """A transition() argument left out: the job's field keeps its value."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
 
 
 def transition(
@@ -183,26 +127,39 @@ def transition(
     to: JobState,
     message: str = "",
     data: dict[str, Any] | None = None,
-    **fields: Any,
+    attempt: int | Keep = KEEP,
+    error: str | Keep | None = KEEP,
+    progress: dict[str, Any] | Keep | None = KEEP,
+    metrics: dict[str, float] | Keep | None = KEEP,
+    model_name: str | Keep | None = KEEP,
+    model_version: str | Keep | None = KEEP,
 ) -> Job:
-    """The one place a job changes state: checks the table, sets fields, appends an event."""
-    current = job.job_state
+    """The one place a job changes state: checks the table, sets the fields given (a
+    misspelt one is a TypeError, never a silent no-op), appends an event."""
+    current = job.state
     if to not in TRANSITIONS[current]:
         raise InvalidTransition(f"job {job.id}: {current.value} -> {to.value} is not allowed")
     now = utcnow()
-    job.state = to.value
+    job.state = to
     job.updated_at = now
     if to is JobState.RUNNING:
         job.started_at = now
     if to.is_terminal:
         job.finished_at = now
+    if to.is_terminal or to is JobState.QUEUED:
         job.lease_owner = None
         job.lease_expires_at = None
-    if to is JobState.QUEUED:
-        job.lease_owner = None
-        job.lease_expires_at = None
+    fields = {
+        "attempt": attempt,
+        "error": error,
+        "progress": progress,
+        "metrics": metrics,
+        "model_name": model_name,
+        "model_version": model_version,
+    }
     for name, value in fields.items():
-        setattr(job, name, value)
+        if value is not KEEP:
+            setattr(job, name, value)
     add_event(
         session=session,
         job_id=job.id,
@@ -244,8 +201,8 @@ def list_jobs(
     stmt = select(Job)
     count = select(func.count()).select_from(Job)
     if state is not None:
-        stmt = stmt.where(Job.state == state.value)
-        count = count.where(Job.state == state.value)
+        stmt = stmt.where(Job.state == state)
+        count = count.where(Job.state == state)
     if project is not None:
         stmt = stmt.where(Job.project == project)
         count = count.where(Job.project == project)
@@ -267,7 +224,7 @@ def request_cancel(*, session: Session, job_id: str) -> Job:
     job = session.scalar(select(Job).where(Job.id == job_id).with_for_update())
     if job is None:
         raise NotFound(f"no job with id {job_id!r}")
-    state = job.job_state
+    state = job.state
     if state.is_terminal:
         raise InvalidTransition(f"job {job_id} already ended ({state.value}); nothing to cancel")
     if state is JobState.QUEUED:
@@ -316,7 +273,7 @@ def claim_jobs(
     The caller commits; claimed jobs are RUNNING with a lease owned by `owner`.
     """
     order = (Job.priority.desc(), Job.submitted_at.asc(), Job.id.asc())
-    stmt = select(Job).where(Job.state == JobState.QUEUED.value).order_by(*order).limit(200)
+    stmt = select(Job).where(Job.state == JobState.QUEUED).order_by(*order).limit(200)
     if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
     candidates = list(session.scalars(stmt))
@@ -324,7 +281,7 @@ def claim_jobs(
     if project_quota > 0:
         rows = session.execute(
             select(Job.project, func.count())
-            .where(Job.state == JobState.RUNNING.value)
+            .where(Job.state == JobState.RUNNING)
             .group_by(Job.project)
         )
         running_by_project = {p: n for p, n in rows}
@@ -339,7 +296,7 @@ def claim_jobs(
             continue
         won = session.execute(
             update(Job)
-            .where(Job.id == job.id, Job.state == JobState.QUEUED.value)
+            .where(Job.id == job.id, Job.state == JobState.QUEUED)
             .values(lease_owner=owner, lease_expires_at=now + lease)
             .execution_options(synchronize_session=False)
         )
@@ -367,7 +324,7 @@ def unfit_queued_jobs(*, session: Session, total: Capacity) -> list[Job]:
     return list(
         session.scalars(
             select(Job).where(
-                Job.state == JobState.QUEUED.value,
+                Job.state == JobState.QUEUED,
                 (Job.cpus > total.cpus + 1e-9) | (Job.gpus > total.gpus + 1e-9),
             )
         )
@@ -389,7 +346,7 @@ def expired_running_jobs(*, session: Session, now: datetime | None = None) -> li
     return list(
         session.scalars(
             select(Job).where(
-                Job.state == JobState.RUNNING.value,
+                Job.state == JobState.RUNNING,
                 Job.lease_expires_at.is_not(None),
                 Job.lease_expires_at < now,
             )

@@ -1,31 +1,52 @@
-"""JobSpec: the typed, validated description of a training job (the API's input)."""
+"""JobSpec: the typed, validated description of a training job (the API's input).
+
+Everything a JSON schema can say is said here (types, ranges, sizes), so the OpenAPI
+document tells clients the truth; what needs the catalog, the data roots, the model
+registry or the configured limits is checked in `fovea.platform.validation`.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from fovea.tasks import TASKS
+from fovea.tasks.catalog import TASK_NAMES
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+PROJECT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"  # the jobs.project column holds 100
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+ProjectName = Annotated[str, Field(pattern=PROJECT_PATTERN)]
+TaskName = Literal["classification", "detection", "segmentation"]  # == catalog.TASK_NAMES
+DatasetFormat = Literal["imagefolder", "masks", "yolo", "coco", "voc", "builtin"]
+
+MAX_CLASS_MAP_ENTRIES = 1024
+PixelValue = Annotated[int, Field(ge=0, le=65535)]
+ClassName = Annotated[str, Field(min_length=1, max_length=128)]
+LossName = Annotated[str, Field(min_length=1, max_length=32)]
+LossWeight = Annotated[float, Field(ge=0.0, le=1e6)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # inf and nan (JSON's 1e999, NaN) are never a sensible setting
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DatasetSpec(_Strict):
     uri: str = Field(
         min_length=1, max_length=4096, description="a path under a data root, or builtin://<name>"
     )
-    format: Literal["imagefolder", "masks", "yolo", "coco", "voc"] = "imagefolder"
+    format: DatasetFormat = Field(
+        "imagefolder", description="per task: see the README; builtin:// URIs ignore it"
+    )
     val_split: float = Field(0.2, gt=0.0, lt=1.0)
-    class_map: dict[int, str] | None = Field(
-        None, description="value masks: pixel value -> class name, e.g. {0: bg, 255: membrane}"
+    class_map: dict[PixelValue, ClassName] | None = Field(
+        None,
+        max_length=MAX_CLASS_MAP_ENTRIES,
+        description="segmentation masks format: pixel value -> class name, e.g. "
+        "{0: bg, 255: membrane}",
     )
     ignore_index: int = Field(255, ge=0, le=65535, description="label of unlabeled pixels")
 
@@ -69,9 +90,9 @@ class TrainSpec(_Strict):
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
     amp: bool = True
     ema: bool = False
-    early_stopping_patience: int | None = Field(5, ge=1)
+    early_stopping_patience: int | None = Field(5, ge=1, le=10_000)
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
-    grad_clip_norm: float | None = Field(None, gt=0.0)
+    grad_clip_norm: float | None = Field(None, gt=0.0, le=1e6)
     seed: int = Field(0, ge=0, le=2**31 - 1)
     num_workers: int | None = Field(
         None,
@@ -79,8 +100,11 @@ class TrainSpec(_Strict):
         le=64,
         description="DataLoader worker processes; null: 1 when the job has 2+ CPUs, else 0",
     )
-    loss_weights: dict[str, float] | None = Field(
-        None, description='per-task loss weights, e.g. {"ce": 1, "dice": 1} (segmentation)'
+    loss_weights: dict[LossName, LossWeight] | None = Field(
+        None,
+        max_length=8,
+        description='per-task loss weights: detection "cls", "box"; segmentation "ce", '
+        '"dice"; classification has one loss and takes none',
     )
 
 
@@ -91,28 +115,31 @@ class ResourcesSpec(_Strict):
 
 class JobSpec(_Strict):
     name: Name
-    task: str
+    task: TaskName
     dataset: DatasetSpec
     model: ModelSpec
     train: TrainSpec
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     priority: int = Field(0, ge=-1000, le=1000, description="higher runs first")
-    project: Name = "default"
+    project: ProjectName = "default"
     max_retries: int = Field(2, ge=0, le=20, description="retries after a worker dies")
     register_as: Name | None = Field(
-        None, description="MLflow registered model name (default: the job name)"
+        None,
+        description="MLflow registered model name; absent: the job name; null: do not "
+        "register the model",
     )
 
-    @field_validator("task")
+    @field_validator("task", mode="before")
     @classmethod
-    def _known_task(cls, value: str) -> str:
-        if value not in TASKS:
-            raise ValueError(f"unknown task {value!r}; valid tasks: {', '.join(sorted(TASKS))}")
+    def _known_task(cls, value: object) -> object:
+        if isinstance(value, str) and value not in TASK_NAMES:
+            raise ValueError(f"unknown task {value!r}; valid tasks: {', '.join(TASK_NAMES)}")
         return value
 
     @model_validator(mode="after")
     def _default_registered_name(self) -> JobSpec:
-        if self.register_as is None:
+        # absent means "the job name"; an explicit null means "do not register"
+        if "register_as" not in self.model_fields_set:
             self.register_as = self.name
         return self
 
@@ -120,7 +147,3 @@ class JobSpec(_Strict):
         """Stable hash of the normalised spec (defaults filled), for idempotent submits."""
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def spec_from_stored(data: dict[str, Any]) -> JobSpec:
-    return JobSpec.model_validate(data)

@@ -39,7 +39,12 @@ from mlflow.entities import LoggedModelOutput
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
-from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
+from mlflow.protos.databricks_pb2 import (
+    INVALID_PARAMETER_VALUE,
+    RESOURCE_ALREADY_EXISTS,
+    RESOURCE_DOES_NOT_EXIST,
+    ErrorCode,
+)
 
 from fovea.tracking._mlflow import error_code, make_client
 from fovea.tracking.logger import RunLogger
@@ -446,7 +451,7 @@ def get_model(*, tracking_uri: str, name: str) -> ModelDetail | None:
     try:
         rm = client.get_registered_model(name)
     except MlflowException as exc:
-        if error_code(exc) == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+        if error_code(exc) in _NO_SUCH_NAME:  # "a:b" cannot name a model: none is there
             return None
         raise
     champion = rm.aliases.get(CHAMPION)
@@ -501,16 +506,20 @@ def _all_versions(client: MlflowClient, name: str) -> list[ModelVersion]:
 
 # -- fetching weights -------------------------------------------------------------------
 
+# MLflow's answers for a name no model has, or none could have ("a:b", "..")
+_NO_SUCH_NAME = frozenset(
+    {ErrorCode.Name(RESOURCE_DOES_NOT_EXIST), ErrorCode.Name(INVALID_PARAMETER_VALUE)}
+)
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+|latest))$")
 
 
-def download_weights(*, tracking_uri: str, uri: str, dst: Path) -> tuple[Path, dict[str, Any]]:
-    """The weights file and card of "models:/<name>@<alias>" or "models:/<name>/<version>"
-    (or ".../latest"), downloaded into folder `dst`; for fine-tuning from a registered
-    model. Raises ModelNotFoundError naming the model, alias or version that is missing."""
+def resolve_model_uri(*, tracking_uri: str, uri: str) -> tuple[str, str]:
+    """(name, version) that "models:/<name>@<alias>", "models:/<name>/<version>" or
+    ".../latest" names. Raises ModelNotFoundError naming the model, alias or version that
+    is missing (or the URI or name that cannot be one)."""
     match = _URI.match(uri)
     if match is None:
-        raise ValueError(
+        raise ModelNotFoundError(
             f"not a model URI {uri!r}; expected models:/<name>@<alias> or models:/<name>/<version>"
         )
     name, alias, ref = match["name"], match["alias"], match["version"]
@@ -518,7 +527,7 @@ def download_weights(*, tracking_uri: str, uri: str, dst: Path) -> tuple[Path, d
     try:
         registered = client.get_registered_model(name)
     except MlflowException as exc:
-        if error_code(exc) == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+        if error_code(exc) in _NO_SUCH_NAME:
             raise ModelNotFoundError(f"registered model {name!r} not found ({uri})") from exc
         raise
     if alias is not None:
@@ -541,7 +550,15 @@ def download_weights(*, tracking_uri: str, uri: str, dst: Path) -> tuple[Path, d
             if error_code(exc) == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
                 raise ModelNotFoundError(f"model {name!r} has no version {version}") from exc
             raise
+    return name, version
 
+
+def download_weights(*, tracking_uri: str, uri: str, dst: Path) -> tuple[Path, dict[str, Any]]:
+    """The weights file and card of the model version `uri` names (see resolve_model_uri),
+    downloaded into folder `dst`; for fine-tuning from a registered model. Raises
+    ModelNotFoundError naming the model, alias or version that is missing."""
+    name, version = resolve_model_uri(tracking_uri=tracking_uri, uri=uri)
+    client = make_client(tracking_uri)
     base = client.get_model_version_download_uri(name, version).rstrip("/")
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,9 @@ def body(**overrides):  # type: ignore[no-untyped-def]
 def server(tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("home")
     data_root = tmp_path_factory.mktemp("data")
-    (data_root / "ds" / "cls").mkdir(parents=True)
+    for name in ("a", "b"):
+        (data_root / "ds" / name).mkdir(parents=True)
+        (data_root / "ds" / name / "x.png").write_bytes(b"an image by name: the scan lists")
     settings = Settings(home=home, data_roots=[data_root], api_token=TOKEN)
     with LiveServer(create_app(settings), free_port()) as live:
         live.data_root = data_root  # type: ignore[attr-defined]
@@ -41,7 +43,9 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture
 def client(server: LiveServer):
-    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    # the first /models call creates the MLflow store's tables: seconds on a busy machine
+    with httpx.Client(base_url=server.url, headers=headers, timeout=60) as c:
         yield c
 
 
@@ -120,7 +124,11 @@ def test_idempotency_key(client: httpx.Client) -> None:
         (body(train={"epochs": 1, "optimizer": "adam"}), "train.optimizer", "adamw"),
         (body(train={"epochs": 1, "lr": -1}), "train.lr", "greater than 0"),
         (body(train={"epochs": 1, "bogus": 1}), "train.bogus", "Extra inputs"),
-        (body(dataset={"uri": "builtin://cifar"}), "dataset.uri", "valid: builtin://digits"),
+        (
+            body(dataset={"uri": "builtin://cifar"}),
+            "dataset.uri",
+            "classification: builtin://digits",
+        ),
         (body(dataset={"uri": "/etc"}), "dataset.uri", "outside the configured data roots"),
         (body(dataset={"uri": "../../../../etc"}), "dataset.uri", "outside the configured"),
         (

@@ -12,6 +12,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("e2e")
     data = root / "data"
     (data / "empty" / "someclass").mkdir(parents=True)  # a dataset with no images
+    for name in ("cats", "dogs"):  # image files by name, none of them readable
+        (data / "unreadable" / name).mkdir(parents=True)
+        (data / "unreadable" / name / "x.jpg").write_bytes(b"not a jpeg")
     s = Stack(root / "home", data)
     s.start()
     yield s

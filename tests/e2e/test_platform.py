@@ -99,17 +99,20 @@ def test_train_register_and_serve(stack: Stack) -> None:
 
 
 def test_bad_data_fails_at_once_with_reason(stack: Stack) -> None:
+    root = str(stack.env["FOVEA_DATA_ROOTS"])
+    # a layout the scan at submit can see is wrong: refused before anything is queued
+    empty = digits_spec(name="empty", dataset={"uri": root + "/empty"}, register_as=None)
+    r = stack.http.post("/jobs", json=empty)
+    assert r.status_code == 422 and "contains no image files" in r.json()["message"], r.text
+    # files that look right but none decodes: the worker fails the job once, no retries
     spec = digits_spec(
-        name="empty",
-        dataset={"uri": str(stack.env["FOVEA_DATA_ROOTS"]) + "/empty"},
-        register_as=None,
-        max_retries=3,
+        name="unreadable", dataset={"uri": root + "/unreadable"}, register_as=None, max_retries=3
     )
     r = stack.http.post("/jobs", json=spec)
     assert r.status_code == 201, r.text
     job = stack.wait(r.json()["id"], {"succeeded", "failed", "cancelled"}, timeout=180)
     assert job["state"] == "failed" and job["attempt"] == 1  # user error: never retried
-    assert "empty" in job["error"]
+    assert "no readable images" in job["error"]
 
 
 def test_cancel_running_job_stops_ray_work(stack: Stack) -> None:

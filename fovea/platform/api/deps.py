@@ -24,7 +24,15 @@ def get_settings(request: Request) -> Settings:
 
 
 def get_session(request: Request) -> Iterator[Session]:
+    """A write transaction, committed before the response is sent (scope="function" below):
+    a 2xx means the row is stored, and a failed commit becomes an error response."""
     with request.app.state.sessions() as session, session.begin():
+        yield session
+
+
+def get_read_session(request: Request) -> Iterator[Session]:
+    """A read-only transaction: on SQLite it never takes the write lock."""
+    with request.app.state.read_sessions() as session, session.begin():
         yield session
 
 
@@ -39,6 +47,6 @@ def require_token(
         raise Unauthorized("invalid bearer token")
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+ReadSessionDep = Annotated[Session, Depends(get_read_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-Authorized = Depends(require_token)

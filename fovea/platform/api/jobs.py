@@ -4,55 +4,95 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Header, Path, Query, Response, status
 
 from fovea.platform import jobs as svc
-from fovea.platform.api.deps import SessionDep, SettingsDep
-from fovea.platform.api.schemas import JobList, JobOut
+from fovea.platform.api.deps import ReadSessionDep, SessionDep, SettingsDep
+from fovea.platform.api.errors import error_responses
+from fovea.platform.api.schemas import JobList, JobOut, JobSummary
 from fovea.platform.spec import JobSpec
 from fovea.platform.store import JobState
+from fovea.platform.validation import JobLimits, check_spec, scan_notes
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
+MAX_PAGE = 500
+MAX_OFFSET = 2**31 - 1
+JobId = Annotated[str, Path(min_length=1, max_length=64)]
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobOut)
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=JobOut,
+    responses={
+        200: {"model": JobOut, "description": "replay: this Idempotency-Key's job, as created"},
+        201: {"description": "the job, queued"},
+        **error_responses(401, 413, 422, 503),
+    },
+)
 def submit_job(
     spec: JobSpec,
     session: SessionDep,
     settings: SettingsDep,
     response: Response,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=200,
+            description="a retried submit with the same key and spec returns the same job (200)",
+        ),
+    ] = None,
 ) -> JobOut:
-    spec = svc.normalise_spec(spec, data_roots=settings.data_roots)
-    job, created = svc.create_job(session=session, spec=spec, idempotency_key=idempotency_key)
+    checked = check_spec(
+        spec,
+        data_roots=settings.data_roots,
+        limits=JobLimits(
+            cpus=settings.max_job_cpus,
+            gpus=settings.max_job_gpus,
+            epochs=settings.max_epochs,
+            image_size=settings.max_image_size,
+        ),
+        tracking_uri=settings.tracking_uri,
+    )
+    notes = scan_notes(checked, data_roots=settings.data_roots)
+    job, created = svc.create_job(
+        session=session, spec=checked, idempotency_key=idempotency_key, notes=notes
+    )
     if not created:
         response.status_code = status.HTTP_200_OK
     return JobOut.of(job)
 
 
-@router.get("", response_model=JobList)
+@router.get("", response_model=JobList, responses=error_responses(401, 422, 503))
 def list_jobs(
-    session: SessionDep,
+    session: ReadSessionDep,
     state: JobState | None = None,
     project: Annotated[str | None, Query(max_length=100)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> JobList:
     page = svc.list_jobs(session=session, state=state, project=project, limit=limit, offset=offset)
     return JobList(
-        items=[JobOut.of(j) for j in page.items],
+        items=[JobSummary.of(j) for j in page.items],
         total=page.total,
         limit=page.limit,
         offset=page.offset,
     )
 
 
-@router.get("/{job_id}", response_model=JobOut)
-def get_job(job_id: str, session: SessionDep) -> JobOut:
+@router.get("/{job_id}", response_model=JobOut, responses=error_responses(401, 404, 422, 503))
+def get_job(job_id: JobId, session: ReadSessionDep) -> JobOut:
     return JobOut.of(svc.get_job(session=session, job_id=job_id, with_events=True), events=True)
 
 
-@router.post("/{job_id}/cancel", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED)
-def cancel_job(job_id: str, session: SessionDep) -> JobOut:
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=error_responses(401, 404, 409, 422, 503),
+)
+def cancel_job(job_id: JobId, session: SessionDep) -> JobOut:
     job = svc.request_cancel(session=session, job_id=job_id)
     return JobOut.of(job)

@@ -20,18 +20,16 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from fovea.platform.api.deps import SessionDep, SettingsDep
-from fovea.platform.jobs import NotFound, SpecError, resolve_data_path
+from fovea.platform.api.errors import error_response
+from fovea.platform.errors import NotFound, SpecError, Unavailable
 from fovea.platform.store import transaction
+from fovea.platform.validation import resolve_data_path
 
 router = APIRouter(prefix="/models", tags=["monitoring"])
 
 
 class PayloadTooLarge(Exception):
     """413: a request over the configured image count or size."""
-
-
-class Unavailable(Exception):
-    """503: serving needs a Ray cluster and none is reachable."""
 
 
 class BadImages(Exception):
@@ -45,31 +43,19 @@ class BadImages(Exception):
 def register_errors(app: FastAPI) -> None:
     """The monitoring errors in the API's error body {error, message, detail}."""
 
-    def body(status_code: int, error: str, message: str, detail: Any = None) -> JSONResponse:
-        content: dict[str, Any] = {"error": error, "message": message}
-        if detail is not None:
-            content["detail"] = detail
-        return JSONResponse(status_code=status_code, content=content)
-
     @app.exception_handler(PayloadTooLarge)
     async def _too_large(_: Request, exc: PayloadTooLarge) -> JSONResponse:
-        return body(413, "payload_too_large", str(exc))
-
-    @app.exception_handler(Unavailable)
-    async def _unavailable(_: Request, exc: Unavailable) -> JSONResponse:
-        response = body(503, "unavailable", str(exc))
-        response.headers["Retry-After"] = "30"
-        return response
+        return error_response(413, "too_large", str(exc))
 
     @app.exception_handler(BadImages)
     async def _bad_images(_: Request, exc: BadImages) -> JSONResponse:
-        return body(422, "invalid_images", str(exc), exc.problems)
+        return error_response(422, "invalid_images", str(exc), exc.problems)
 
     from fovea.platform.monitoring import NoReference
 
     @app.exception_handler(NoReference)
     async def _no_reference(_: Request, exc: NoReference) -> JSONResponse:
-        return body(409, "no_reference", str(exc))
+        return error_response(409, "no_reference", str(exc))
 
 
 class ScoreRequest(BaseModel):
@@ -221,7 +207,7 @@ def _predict(pool: Any, resolved: Any, images: list[Any], masks: bool) -> list[d
     try:
         results = pool.predict(resolved.name, resolved.version, images, masks=masks)
     except ConnectionError as exc:
-        raise Unavailable(f"serving needs a Ray cluster: {exc}") from None
+        raise Unavailable(f"serving needs a Ray cluster: {exc}", retry_after_s=30) from None
     if "champion" in resolved.aliases:
         pool.retire(resolved.name, keep=resolved.version)  # the champion moved: old ones go
     return results

@@ -7,15 +7,16 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from fovea.platform.store import Job, JobEvent
+from fovea.platform.spec import TaskName
+from fovea.platform.store import Job, JobEvent, JobState
 
 
 class EventOut(BaseModel):
     id: int
     at: datetime
     kind: str
-    from_state: str | None
-    to_state: str | None
+    from_state: JobState | None
+    to_state: JobState | None
     message: str
     data: dict[str, Any] | None
 
@@ -32,13 +33,15 @@ class EventOut(BaseModel):
         )
 
 
-class JobOut(BaseModel):
+class JobSummary(BaseModel):
+    """A job in a list: everything but its spec and events (GET /jobs/{id} has those)."""
+
     id: str
     name: str
-    task: str
+    task: TaskName
     project: str
     priority: int
-    state: str
+    state: JobState
     attempt: int
     max_retries: int
     error: str | None
@@ -49,47 +52,59 @@ class JobOut(BaseModel):
     finished_at: datetime | None
     mlflow_run_id: str | None
     metrics: dict[str, float] | None
+    # {"epoch", "epochs", "step", "steps", "fraction", "metrics", ...; before training
+    # starts "phase" and "detail", e.g. "decoding 4,317 images"}
     progress: dict[str, Any] | None
     model_name: str | None
     model_version: str | None
+
+    @classmethod
+    def fields_of(cls, job: Job) -> dict[str, Any]:
+        return {
+            "id": job.id,
+            "name": job.name,
+            "task": job.task,
+            "project": job.project,
+            "priority": job.priority,
+            "state": job.state,
+            "attempt": job.attempt,
+            "max_retries": job.max_retries,
+            "error": job.error,
+            "cancel_requested": job.cancel_requested,
+            "submitted_at": job.submitted_at,
+            "updated_at": job.updated_at,
+            "started_at": job.started_at,
+            "finished_at": job.finished_at,
+            "mlflow_run_id": job.mlflow_run_id,
+            "metrics": job.metrics,
+            "progress": job.progress,
+            "model_name": job.model_name,
+            "model_version": job.model_version,
+        }
+
+    @classmethod
+    def of(cls, job: Job) -> JobSummary:
+        return cls(**cls.fields_of(job))
+
+
+class JobOut(JobSummary):
+    """A job with its normalised spec (defaults filled, paths resolved) and, from
+    GET /jobs/{id}, its events."""
+
     spec: dict[str, Any]
     events: list[EventOut] | None = None
 
     @classmethod
-    def of(cls, job: Job, *, events: bool = False) -> JobOut:
+    def of(cls, job: Job, *, events: bool = False) -> JobOut:  # type: ignore[override]
         return cls(
-            id=job.id,
-            name=job.name,
-            task=job.task,
-            project=job.project,
-            priority=job.priority,
-            state=job.state,
-            attempt=job.attempt,
-            max_retries=job.max_retries,
-            error=job.error,
-            cancel_requested=job.cancel_requested,
-            submitted_at=job.submitted_at,
-            updated_at=job.updated_at,
-            started_at=job.started_at,
-            finished_at=job.finished_at,
-            mlflow_run_id=job.mlflow_run_id,
-            metrics=job.metrics,
-            progress=job.progress,
-            model_name=job.model_name,
-            model_version=job.model_version,
+            **cls.fields_of(job),
             spec=job.spec,
             events=[EventOut.of(e) for e in job.events] if events else None,
         )
 
 
 class JobList(BaseModel):
-    items: list[JobOut]
+    items: list[JobSummary]
     total: int
     limit: int
     offset: int
-
-
-class ErrorOut(BaseModel):
-    error: str
-    message: str
-    detail: list[dict[str, Any]] | None = None

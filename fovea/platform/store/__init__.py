@@ -1,6 +1,12 @@
 """Job store: typed SQLAlchemy models, engines and Alembic migrations."""
 
-from fovea.platform.store.db import make_engine, session_factory, transaction, upgrade
+from fovea.platform.store.db import (
+    make_engine,
+    read_session_factory,
+    session_factory,
+    transaction,
+    upgrade,
+)
 from fovea.platform.store.models import (
     TRANSITIONS,
     Base,
@@ -23,6 +29,7 @@ __all__ = [
     "Prediction",
     "ScoreRun",
     "make_engine",
+    "read_session_factory",
     "session_factory",
     "transaction",
     "upgrade",

@@ -10,6 +10,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     DateTime,
+    Enum,
     Float,
     ForeignKey,
     Index,
@@ -69,6 +70,24 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 }
 
 
+def _state_values(enum_class: type[JobState]) -> list[str]:
+    return [member.value for member in enum_class]
+
+
+def job_state_type(*, constraint: str | None = None) -> Enum:
+    """JobState stored as its value ("queued", ...) in a VARCHAR(16), never the member
+    name; with `constraint`, a CHECK of that name admits only the known values."""
+    return Enum(
+        JobState,
+        native_enum=False,
+        length=16,
+        values_callable=_state_values,
+        validate_strings=True,
+        create_constraint=constraint is not None,
+        name=constraint,
+    )
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -81,7 +100,9 @@ class Job(Base):
     task: Mapped[str] = mapped_column(String(32))
     project: Mapped[str] = mapped_column(String(100))
     priority: Mapped[int] = mapped_column(Integer, default=0)
-    state: Mapped[str] = mapped_column(String(16), default=JobState.QUEUED.value)
+    state: Mapped[JobState] = mapped_column(
+        job_state_type(constraint="ck_jobs_state"), default=JobState.QUEUED
+    )
     attempt: Mapped[int] = mapped_column(Integer, default=0)  # runs started so far
     max_retries: Mapped[int] = mapped_column(Integer, default=0)
     cpus: Mapped[float] = mapped_column(Float, default=1.0)
@@ -115,7 +136,8 @@ class Job(Base):
 
     @property
     def job_state(self) -> JobState:
-        return JobState(self.state)
+        # Kept for callers written when `state` was a plain string; use `state`.
+        return self.state
 
 
 class JobEvent(Base):
@@ -127,8 +149,8 @@ class JobEvent(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     kind: Mapped[str] = mapped_column(String(40))
-    from_state: Mapped[str | None] = mapped_column(String(16))
-    to_state: Mapped[str | None] = mapped_column(String(16))
+    from_state: Mapped[JobState | None] = mapped_column(job_state_type())
+    to_state: Mapped[JobState | None] = mapped_column(job_state_type())
     message: Mapped[str] = mapped_column(Text, default="")
     data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 

@@ -1,7 +1,7 @@
 """monitoring: prediction log, drift reports, batch scoring runs
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-12-01 12:30:00
 """
 
@@ -11,7 +11,7 @@ from alembic import op
 import fovea.platform.store.models
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

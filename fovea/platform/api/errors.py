@@ -1,0 +1,172 @@
+"""One error body for every failure: {"error", "message", "detail": [{"field", "problem"}]},
+the exception -> status mapping, and the OpenAPI description of both.
+
+Clients see no traceback, ever; anything unexpected is logged here and answered 500.
+A busy or unreachable database or model registry is 503 with Retry-After: nothing was
+written, and the same request may be sent again (with the same Idempotency-Key).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from fovea.platform.api.deps import Unauthorized
+from fovea.platform.errors import (
+    IdempotencyConflict,
+    InvalidTransition,
+    NotFound,
+    SpecError,
+    Unavailable,
+)
+
+log = logging.getLogger(__name__)
+
+DB_RETRY_AFTER_S = 1
+_HTTP_ERRORS = {404: "not_found", 405: "method_not_allowed"}  # routing's own answers
+
+
+class ErrorDetail(BaseModel):
+    field: str  # dotted path into the request ("train.epochs"), or "body", a header's name
+    problem: str
+
+
+class ErrorOut(BaseModel):
+    error: str  # machine-readable: invalid_request, not_found, overloaded, ...
+    message: str  # for people: every problem, each with its field
+    detail: list[ErrorDetail] = []
+
+
+def error_response(
+    status: int,
+    error: str,
+    message: str,
+    detail: list[dict[str, str]] | None = None,
+    *,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = {"error": error, "message": message, "detail": detail or []}
+    return JSONResponse(status_code=status, content=body, headers=headers)
+
+
+def unavailable_response(message: str, *, retry_after_s: int) -> JSONResponse:
+    return error_response(
+        503, "unavailable", message, headers={"Retry-After": str(max(1, retry_after_s))}
+    )
+
+
+_DESCRIPTIONS = {
+    401: "missing or wrong bearer token (header WWW-Authenticate: Bearer)",
+    404: "no such job or model",
+    409: "the job's state does not allow it (e.g. cancelling a finished job)",
+    413: "request body over the configured limit (FOVEA_API_MAX_BODY_BYTES)",
+    422: "invalid request: every problem named with its field",
+    503: "overloaded, or the database or model registry is busy: nothing was done; retry "
+    "after Retry-After seconds (with the same Idempotency-Key)",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these status codes, each with the error body."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        out[code] = {"model": ErrorOut, "description": _DESCRIPTIONS[code]}
+        if code == 503:
+            out[code]["headers"] = {
+                "Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}
+            }
+        if code == 401:
+            out[code]["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+    return out
+
+
+def _field(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def _validation_detail(exc: RequestValidationError) -> list[dict[str, str]]:
+    detail = []
+    for err in exc.errors():
+        problem = err.get("msg", "invalid")
+        if err.get("type") == "json_invalid":
+            problem = f"request body is not valid JSON: {err.get('ctx', {}).get('error', problem)}"
+            detail.append({"field": "body", "problem": problem})
+            continue
+        detail.append({"field": _field(err.get("loc", ())), "problem": problem})
+    return detail
+
+
+def _message(detail: list[dict[str, str]]) -> str:
+    return "; ".join(f"{d['field']}: {d['problem']}" for d in detail)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Unauthorized)
+    async def _unauthorized(_: Request, exc: Unauthorized) -> JSONResponse:
+        return error_response(401, "unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = _validation_detail(exc)
+        return error_response(422, "invalid_request", _message(detail), detail)
+
+    @app.exception_handler(SpecError)
+    async def _spec(_: Request, exc: SpecError) -> JSONResponse:
+        detail = [{"field": exc.field, "problem": exc.problem}]
+        return error_response(422, "invalid_request", str(exc), detail)
+
+    @app.exception_handler(IdempotencyConflict)
+    async def _idem(_: Request, exc: IdempotencyConflict) -> JSONResponse:
+        detail = [{"field": "Idempotency-Key", "problem": str(exc)}]
+        return error_response(422, "idempotency_conflict", str(exc), detail)
+
+    @app.exception_handler(NotFound)
+    async def _missing(_: Request, exc: NotFound) -> JSONResponse:
+        return error_response(404, "not_found", str(exc))
+
+    @app.exception_handler(InvalidTransition)
+    async def _conflict(_: Request, exc: InvalidTransition) -> JSONResponse:
+        return error_response(409, "conflict", str(exc))
+
+    @app.exception_handler(Unavailable)
+    async def _unavailable(_: Request, exc: Unavailable) -> JSONResponse:
+        return unavailable_response(str(exc), retry_after_s=exc.retry_after_s)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(PoolTimeout)
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        # locked past busy_timeout, connection lost, pool exhausted: the transaction was
+        # rolled back, so nothing of this request is stored
+        log.error("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return unavailable_response(
+            "the job store is busy or unreachable; nothing was stored, try again",
+            retry_after_s=DB_RETRY_AFTER_S,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # a body FastAPI could not decode (e.g. not UTF-8)
+            problem = "request body cannot be read as JSON (UTF-8)"
+            return error_response(
+                422, "invalid_request", f"body: {problem}", [{"field": "body", "problem": problem}]
+            )
+        error = _HTTP_ERRORS.get(exc.status_code, "http_error")
+        return error_response(
+            exc.status_code, error, str(exc.detail), headers=dict(exc.headers or {})
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", "internal server error; see the server log")

@@ -1,0 +1,33 @@
+"""The control plane's error types; the API maps each to one status code and error name."""
+
+from __future__ import annotations
+
+
+class SpecError(ValueError):
+    """A spec that is well-formed but refers to something it may not (422)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class IdempotencyConflict(ValueError):
+    """An Idempotency-Key already used with another spec (422)."""
+
+
+class NotFound(LookupError):
+    """404."""
+
+
+class InvalidTransition(RuntimeError):
+    """A state change the transition table forbids, e.g. cancelling a finished job (409)."""
+
+
+class Unavailable(RuntimeError):
+    """A dependency (database, model registry) is busy or down: 503 with Retry-After.
+    Nothing was written; the same request may be sent again."""
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
