@@ -1,4 +1,4 @@
-"""The `fovea` command: up, submit, jobs, status, cancel, models, demo."""
+"""The `fovea` command: up, submit, jobs, status, cancel, models, schedules, demo."""
 
 from __future__ import annotations
 
@@ -198,6 +198,35 @@ def export(
     )
 
 
+@app.command()
+def promote(
+    name: Annotated[str, typer.Argument(help="registered model")],
+    version: Annotated[int, typer.Argument(help="the version to make champion")],
+    reason: Annotated[str, typer.Option(help="why (kept in the model's events)")],
+    url: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Make a version the champion by hand, overriding the promotion gate."""
+    try:
+        event = _client(url).promote(name, version=version, reason=reason)
+    except ApiError as exc:
+        _fail(str(exc))
+    console.print(event["message"])
+
+
+@app.command()
+def rollback(
+    name: Annotated[str, typer.Argument(help="registered model")],
+    reason: Annotated[str, typer.Option(help="why (kept in the model's events)")],
+    url: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Give `champion` back to the version the current champion replaced."""
+    try:
+        event = _client(url).rollback(name, reason=reason)
+    except ApiError as exc:
+        _fail(str(exc))
+    console.print(event["message"])
+
+
 def _print_job(job: dict[str, Any]) -> None:
     colour = {"succeeded": "green", "failed": "red", "cancelled": "yellow"}.get(
         job["state"], "cyan"
@@ -352,6 +381,186 @@ def demo(
             server.wait(30)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+# -- fovea schedules ... ----------------------------------------------------------------------
+
+schedules_app = typer.Typer(no_args_is_help=True, help="Cron and drift-triggered retraining")
+app.add_typer(schedules_app, name="schedules")
+
+
+def _load_mapping(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        _fail(f"cannot read {path}: {exc}")
+    if not isinstance(data, dict):
+        _fail(f"{path} must hold a {what} mapping")
+    return data
+
+
+def _print_schedule(s: dict[str, Any]) -> None:
+    state = "[green]enabled[/green]" if s["enabled"] else "[yellow]paused[/yellow]"
+    console.print(f"schedule [bold]{s['name']}[/bold] ({s['id']}): {state}")
+    if s["cron"]:
+        console.print(f"  cron      {s['cron']}  ({s['cron_description']}, {s['timezone']})")
+    if s["drift"]:
+        d = s["drift"]
+        console.print(
+            f"  drift     of {d['model']}: cooldown {d['cooldown_hours']:g} h, "
+            f"at most {d['max_per_day']} a day"
+        )
+    console.print(
+        f"  overlap   {s['overlap']}; misfire grace {s['misfire_grace_s']} s; "
+        f"skip if data unchanged: {s['skip_if_data_unchanged']}"
+    )
+    console.print(f"  next fire {s['next_fire_at'] or '-'}   last job {s['last_job_id'] or '-'}")
+    for e in reversed(s.get("events") or []):
+        console.print(f"  {e['at'][:19]} {e['kind']:<8} {e['message']}")
+
+
+@schedules_app.command("list")
+def schedules_list(url: Annotated[str | None, typer.Option()] = None) -> None:
+    """List schedules with their next fire time."""
+    try:
+        items = _client(url).schedules()["items"]
+    except ApiError as exc:
+        _fail(str(exc))
+    table = Table("id", "name", "cron", "timezone", "drift of", "state", "overlap", "next fire")
+    for s in items:
+        table.add_row(
+            s["id"],
+            s["name"],
+            s["cron"] or "",
+            s["timezone"],
+            (s["drift"] or {}).get("model") or "",
+            "enabled" if s["enabled"] else "paused",
+            s["overlap"],
+            s["next_fire_at"] or "",
+        )
+    console.print(table)
+
+
+@schedules_app.command("create")
+def schedules_create(
+    spec_file: Annotated[Path, typer.Argument(help="schedule YAML/JSON; `template` may be a path")],
+    url: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Create a schedule (name, template, cron, timezone, overlap, drift, ...)."""
+    body = _load_mapping(spec_file, "schedule")
+    if isinstance(body.get("template"), str):  # a job spec file, relative to this file
+        body["template"] = _load_mapping(spec_file.parent / body["template"], "job spec")
+    try:
+        created = _client(url).create_schedule(body)
+    except ApiError as exc:
+        _fail(str(exc))
+    _print_schedule(created)
+
+
+@schedules_app.command("show")
+def schedules_show(
+    schedule: Annotated[str, typer.Argument(help="id or name")],
+    events: Annotated[int, typer.Option(help="newest events to show")] = 20,
+    url: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """A schedule with its newest fires, skips and misfires."""
+    try:
+        _print_schedule(_client(url).schedule(schedule, events=events))
+    except ApiError as exc:
+        _fail(str(exc))
+
+
+@schedules_app.command("update")
+def schedules_update(
+    schedule: Annotated[str, typer.Argument(help="id or name")],
+    cron: Annotated[str | None, typer.Option(help="new cron expression")] = None,
+    timezone: Annotated[str | None, typer.Option(help="IANA time zone")] = None,
+    overlap: Annotated[str | None, typer.Option(help="forbid | queue | replace")] = None,
+    misfire_grace_s: Annotated[int | None, typer.Option()] = None,
+    skip_if_data_unchanged: Annotated[bool | None, typer.Option()] = None,
+    template: Annotated[Path | None, typer.Option(help="a new job spec file")] = None,
+    url: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Change some fields of a schedule."""
+    changes: dict[str, Any] = {
+        k: v
+        for k, v in {
+            "cron": cron,
+            "timezone": timezone,
+            "overlap": overlap,
+            "misfire_grace_s": misfire_grace_s,
+            "skip_if_data_unchanged": skip_if_data_unchanged,
+        }.items()
+        if v is not None
+    }
+    if template is not None:
+        changes["template"] = _load_mapping(template, "job spec")
+    if not changes:
+        _fail("nothing to change; see --help")
+    _patch_schedule(schedule, changes, url)
+
+
+@schedules_app.command("pause")
+def schedules_pause(
+    schedule: Annotated[str, typer.Argument(help="id or name")],
+    url: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Stop firing (cron and drift) until resumed."""
+    _patch_schedule(schedule, {"enabled": False}, url)
+
+
+@schedules_app.command("resume")
+def schedules_resume(
+    schedule: Annotated[str, typer.Argument(help="id or name")],
+    url: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Fire again from now on (fires and verdicts while paused are not made up)."""
+    _patch_schedule(schedule, {"enabled": True}, url)
+
+
+def _patch_schedule(schedule: str, changes: dict[str, Any], url: str | None) -> None:
+    try:
+        _print_schedule(_client(url).update_schedule(schedule, changes))
+    except ApiError as exc:
+        _fail(str(exc))
+
+
+@schedules_app.command("delete")
+def schedules_delete(
+    schedule: Annotated[str, typer.Argument(help="id or name")],
+    url: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Delete a schedule and its events (the jobs it submitted stay)."""
+    try:
+        _client(url).delete_schedule(schedule)
+    except ApiError as exc:
+        _fail(str(exc))
+    console.print(f"deleted schedule {schedule}")
+
+
+@schedules_app.command("events")
+def schedules_events(
+    schedule: Annotated[str, typer.Argument(help="id or name")],
+    kind: Annotated[str | None, typer.Option(help="fire | skip | misfire | error | ...")] = None,
+    limit: Annotated[int, typer.Option()] = 50,
+    url: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Fires, skips and misfires of a schedule, newest first, with their reasons."""
+    try:
+        found = _client(url).schedule_events(schedule, kind=kind, limit=limit)
+    except ApiError as exc:
+        _fail(str(exc))
+    table = Table("at", "kind", "trigger", "fire time", "job", "reason")
+    for e in found:
+        table.add_row(
+            e["at"][:19],
+            e["kind"],
+            e["trigger"] or "",
+            (e["fire_time"] or "")[:19],
+            e["job_id"] or "",
+            e["message"],
+        )
+    console.print(table)
 
 
 from fovea import cli_monitoring  # noqa: E402  (after `app`: it adds commands to it)

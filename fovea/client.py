@@ -67,6 +67,39 @@ class Client:
     def model(self, name: str) -> dict[str, Any]:
         return self._call("GET", f"/models/{name}")
 
+    # -- schedules and the promotion gate ------------------------------------------------
+
+    def schedules(self) -> dict[str, Any]:
+        return self._call("GET", "/schedules")
+
+    def schedule(self, schedule_id: str, *, events: int = 20) -> dict[str, Any]:
+        return self._call("GET", f"/schedules/{schedule_id}", params={"events": events})
+
+    def schedule_events(
+        self, schedule_id: str, *, kind: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit, **({"kind": kind} if kind else {})}
+        return self._call("GET", f"/schedules/{schedule_id}/events", params=params)
+
+    def create_schedule(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/schedules", json=body)
+
+    def update_schedule(self, schedule_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        return self._call("PATCH", f"/schedules/{schedule_id}", json=changes)
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        self._call("DELETE", f"/schedules/{schedule_id}")
+
+    def promote(self, name: str, *, version: int, reason: str) -> dict[str, Any]:
+        body = {"version": version, "reason": reason}
+        return self._call("POST", f"/models/{name}/promote", json=body)
+
+    def rollback(self, name: str, *, reason: str) -> dict[str, Any]:
+        return self._call("POST", f"/models/{name}/rollback", json={"reason": reason})
+
+    def model_events(self, name: str, *, kind: str | None = None) -> list[dict[str, Any]]:
+        return self._call("GET", f"/models/{name}/events", params={"kind": kind} if kind else {})
+
     # -- serving and monitoring --------------------------------------------------------
 
     def predict(

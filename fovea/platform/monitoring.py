@@ -27,13 +27,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from fovea.config import Settings
 from fovea.platform.drift import DriftSettings, Samples, alarm, compare
-from fovea.platform.model_events import record_model_event
+from fovea.platform.model_events import DRIFT_VERDICT, record_model_event
 from fovea.platform.store import DriftReport, Prediction, transaction, utcnow
 from fovea.tasks.reference import STATISTICS, Reference
 
 log = logging.getLogger(__name__)
 
-VERDICT_EVENT = "drift_verdict"
+VERDICT_EVENT = DRIFT_VERDICT
 
 
 class NoReference(LookupError):

@@ -65,7 +65,23 @@ class Scheduler:
         self._apply_status()
         self._reconcile()
         self._recover_expired()
+        self._fire_schedules()
         self._dispatch()
+
+    def _fire_schedules(self) -> None:
+        """Retraining schedules that are due submit their jobs (before dispatch, so those
+        start this tick). A failure here must not stop dispatching: logged, retried."""
+        from fovea.platform.schedule_fire import fire_due_schedules
+
+        try:
+            with transaction(self.sessions) as session:
+                fire_due_schedules(
+                    session=session,
+                    data_roots=self.settings.data_roots,
+                    tracking_uri=self.settings.tracking_uri,
+                )
+        except Exception:
+            log.exception("firing schedules failed; retrying next tick")
 
     def _apply_status(self) -> None:
         updates = self.backend.drain_status()

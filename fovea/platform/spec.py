@@ -113,6 +113,22 @@ class ResourcesSpec(_Strict):
     gpus: float = Field(0.0, ge=0.0, le=64.0)
 
 
+class PromotionSpec(_Strict):
+    """The promotion gate: when a registered candidate replaces the champion (both scored
+    on the model's frozen evaluation set with the task's main metric)."""
+
+    min_delta: float = Field(0.0, ge=0.0, le=1e6, description="absolute margin to win by")
+    min_relative_delta: float = Field(
+        0.0, ge=0.0, le=1e6, description="margin as a fraction of the champion's score"
+    )
+    min_value: float | None = Field(None, description="the candidate must reach this score")
+    require_ci: bool = Field(
+        False, description="paired bootstrap CI of the difference must be above zero"
+    )
+    ci_level: float = Field(0.95, ge=0.5, lt=1.0)
+    bootstrap_samples: int = Field(2000, ge=100, le=100_000)
+
+
 class JobSpec(_Strict):
     name: Name
     task: TaskName
@@ -128,6 +144,7 @@ class JobSpec(_Strict):
         description="MLflow registered model name; absent: the job name; null: do not "
         "register the model",
     )
+    promotion: PromotionSpec = Field(default_factory=PromotionSpec)
 
     @field_validator("task", mode="before")
     @classmethod

@@ -43,14 +43,21 @@ class JobLimits:
 
 
 def check_spec(
-    spec: JobSpec, *, data_roots: Sequence[Path], limits: JobLimits, tracking_uri: str
+    spec: JobSpec,
+    *,
+    data_roots: Sequence[Path],
+    limits: JobLimits | None = None,
+    tracking_uri: str | None = None,
 ) -> JobSpec:
     """A copy of `spec` with its paths resolved (workers need no working directory), or a
-    SpecError naming the first field that is wrong."""
+    SpecError naming the first field that is wrong. Without `limits` the per-job resource
+    limits are not checked, without `tracking_uri` a registered model named by
+    model.weights is not looked up (a schedule's template: both are checked when it fires)."""
     spec = spec.model_copy(deep=True)
     info = CATALOG[spec.task]
     _check_model(spec.model, info)
-    _check_requests(spec, limits)
+    if limits is not None:
+        _check_requests(spec, limits)
     _check_train(spec.train, info)
     spec.dataset.uri = _check_dataset(spec.dataset, info, data_roots=data_roots)
     spec.model.weights = _check_weights(
@@ -200,7 +207,7 @@ def _check_dataset(dataset: DatasetSpec, info: TaskInfo, *, data_roots: Sequence
 
 
 def _check_weights(
-    model: ModelSpec, info: TaskInfo, *, data_roots: Sequence[Path], tracking_uri: str
+    model: ModelSpec, info: TaskInfo, *, data_roots: Sequence[Path], tracking_uri: str | None
 ) -> str | None:
     """The weights value to store: a registered model's URI as given (it exists), a file
     path resolved under a data root, or a torchvision enum name that fits the model."""
@@ -208,7 +215,8 @@ def _check_weights(
     if weights is None:
         return None
     if weights.startswith(MODEL_URI_PREFIX):
-        _check_registered(weights, tracking_uri=tracking_uri)
+        if tracking_uri is not None:
+            _check_registered(weights, tracking_uri=tracking_uri)
         return weights
     # the tasks load a file when the suffix says so (fovea.tasks.weights.is_weights_file),
     # so "x_Weights.y.pt" is a file, and under a data root like any other

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
@@ -84,3 +85,24 @@ def prepare_store(*, tracking_uri: str, experiment: str, artifact_root: str | Pa
     return ensure_experiment(
         make_client(tracking_uri), name=experiment, artifact_root=artifact_root
     )
+
+
+def all_versions(client: MlflowClient, name: str) -> list[ModelVersion]:
+    """Every version of registered model `name` (all pages)."""
+    versions: list[ModelVersion] = []
+    token = None
+    while True:
+        page = client.search_model_versions(
+            filter_string=f"name = '{name}'", max_results=10_000, page_token=token
+        )
+        versions.extend(page)
+        token = page.token
+        if not token:
+            return versions
+
+
+def float_tag(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None

@@ -326,6 +326,33 @@ class RunLogger:
         text = json.dumps(_jsonable(obj), indent=2, allow_nan=False)
         self.log_bytes(name, text.encode(), artifact_path=artifact_path)
 
+    def log_dataset(
+        self,
+        *,
+        name: str,
+        digest: str,
+        source: str,
+        profile: Mapping[str, Any],
+        context: str = "training",
+    ) -> None:
+        """Record what the run read as an MLflow dataset input (the run's Datasets tab).
+
+        MLflow keeps at most 36 characters of a digest: the first 32 hex digits of a
+        "sha256:<hex>" digest go there, the whole one in `profile` (JSON, e.g. file counts).
+        """
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(
+            name=name[:500],
+            digest=digest.removeprefix("sha256:")[:32],
+            source_type="builtin" if source.startswith("builtin://") else "local",
+            source=json.dumps({"uri": source}),
+            profile=json.dumps(_jsonable({**profile, "digest": digest})),
+        )
+        inputs = [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])]
+        with self._blocking():
+            self._call(self.client.log_inputs, self.run_id, datasets=inputs)
+
     # -- end ----------------------------------------------------------------------------
 
     def close(self, status: RunStatus = "FINISHED") -> None:

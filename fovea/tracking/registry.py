@@ -1,31 +1,23 @@
 """Logging, registering and finding Fovea models in the MLflow model registry.
 
 A model is logged as a pyfunc (fovea.tracking.pyfunc.FoveaModel) holding `card.json` and
-`weights.safetensors`; each registered version carries its run id and metrics as tags, and
-the alias `champion` moves to a new version only when it strictly beats the current
-champion on the task's main metric (higher is better).
-
-Two jobs finishing at once: MLflow has no compare-and-set on aliases, so champion
-decisions are serialised by version number, which the registry hands out atomically.
-Each version is created tagged `fovea.champion_decision=pending`; before deciding, a job
-waits until every lower pending version is decided (tagged promoted/kept), then compares
-with the champion it reads, moves the alias, and marks itself decided. The outcome is the
-one a sequential registration in version order would give. A pending version left by a
-job that died is ignored once it is `_STALE_PENDING_S` old, and nobody waits longer than
-`_MAX_WAIT_S`.
+`weights.safetensors`; each registered version carries its run id and metrics as tags. The
+promotion gate (fovea.tracking.promotion and .gate) decides whether `champion` moves to a
+new version: the worker's gate scores both on the model's frozen evaluation set; without
+one the validation main metrics are compared (higher is better, a tie keeps the champion).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import logging
 import math
 import re
 import tempfile
-import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -46,8 +38,10 @@ from mlflow.protos.databricks_pb2 import (
     ErrorCode,
 )
 
-from fovea.tracking._mlflow import error_code, make_client
+from fovea.tracking._mlflow import all_versions, error_code, float_tag, make_client
+from fovea.tracking.gate import GateDecision, GatePolicy, decide, not_comparable
 from fovea.tracking.logger import RunLogger
+from fovea.tracking.promotion import CHAMPION, TAG_DECISION, decide_in_turn
 from fovea.tracking.pyfunc import ARTIFACT_CARD, ARTIFACT_WEIGHTS, signature_for
 
 if TYPE_CHECKING:
@@ -56,7 +50,6 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 
-CHAMPION = "champion"
 CARD_FILE = "card.json"
 WEIGHTS_FILE = "weights.safetensors"
 
@@ -65,12 +58,8 @@ TAG_RUN_ID = "fovea.run_id"
 TAG_MAIN_METRIC = "fovea.main_metric"
 TAG_MAIN_VALUE = "fovea.main_metric_value"
 TAG_METRICS = "fovea.metrics"  # JSON object of every eval metric
-TAG_DECISION = "fovea.champion_decision"  # pending -> promoted | kept
 
 _MAX_MODEL_TAG_LENGTH = 100_000  # MLflow's limit for model version tag values
-_POLL_S = 0.2
-_MAX_WAIT_S = 60.0
-_STALE_PENDING_S = 120.0
 # Distributions the pyfunc needs, pinned to what is installed: loading happens in the
 # environment that logged the model, and a pinned list means MLflow neither infers
 # requirements (it would load the model in a subprocess) nor warns about mismatches.
@@ -96,7 +85,8 @@ class ModelRecord:
     is_champion: bool
     champion_version: int | None  # after this registration
     previous_champion_version: int | None
-    previous_champion_metric: float | None
+    previous_champion_metric: float | None  # its score in the decision
+    decision: GateDecision | None = None  # None when not registered
 
 
 @dataclass(frozen=True)
@@ -154,11 +144,17 @@ def log_model(
     metrics: Mapping[str, float],
     main_metric: str,
     tracking_uri: str | None = None,
+    decider: Callable[[int, int | None], GateDecision] | None = None,
+    version_tags: Mapping[str, str] | None = None,
 ) -> ModelRecord:
     """Log the model under the run, register it as a new version of `registered_name` (if
-    given) and move `champion` to it when its `main_metric` strictly beats the champion's.
+    given) and let the promotion gate decide whether `champion` moves to it.
 
-    `tracking_uri` is needed only when a bare run id is passed.
+    `decider(new version, champion version or None) -> GateDecision` is the gate (the
+    worker's scores both models on the frozen evaluation set); without one, the validation
+    `main_metric` is compared with the champion's (it must beat it strictly). `version_tags`
+    are added to the new version (e.g. the dataset manifest). `tracking_uri` is needed only
+    when a bare run id is passed.
     """
     if isinstance(logger_or_run_id, RunLogger):
         client, run_id = logger_or_run_id.client, logger_or_run_id.run_id
@@ -239,15 +235,21 @@ def log_model(
                 TAG_MAIN_VALUE: repr(main_value),
                 TAG_METRICS: _metrics_tag(metrics, main_metric=main_metric),
                 TAG_DECISION: "pending",
+                **(version_tags or {}),
             },
         )
-        previous, previous_value, promoted = _decide_champion(
-            client,
-            name=registered_name,
-            version=version,
-            main_metric=main_metric,
-            value=main_value,
+        if decider is None:
+            decider = functools.partial(
+                _by_validation_metric,
+                client,
+                name=registered_name,
+                main_metric=main_metric,
+                value=main_value,
+            )
+        previous, decision = decide_in_turn(
+            client, name=registered_name, version=version, decider=decider
         )
+    promoted = decision.promote
     return ModelRecord(
         name=registered_name,
         version=version,
@@ -259,7 +261,8 @@ def log_model(
         is_champion=promoted,
         champion_version=version if promoted else previous,
         previous_champion_version=previous,
-        previous_champion_metric=previous_value,
+        previous_champion_metric=decision.champion,
+        decision=decision,
     )
 
 
@@ -365,47 +368,42 @@ def _register(
     return int(version.version)
 
 
-def _decide_champion(
-    client: MlflowClient, *, name: str, version: int, main_metric: str, value: float
-) -> tuple[int | None, float | None, bool]:
-    """(previous champion version, its metric, whether `version` became champion)."""
-    deadline = time.monotonic() + _MAX_WAIT_S
-    while True:
-        now_ms = time.time() * 1000
-        waiting_on = [
-            v.version
-            for v in _all_versions(client, name)
-            if int(v.version) < version
-            and v.tags.get(TAG_DECISION) == "pending"
-            and now_ms - v.creation_timestamp < _STALE_PENDING_S * 1000
-        ]
-        if not waiting_on:
-            break
-        if time.monotonic() > deadline:
-            _log.warning(
-                "deciding champion of %s v%d without waiting for %s", name, version, waiting_on
-            )
-            break
-        time.sleep(_POLL_S)
-
-    previous = client.get_registered_model(name).aliases.get(CHAMPION)
-    previous_value: float | None = None
-    if previous is None:
-        promoted = math.isfinite(value)
-    else:
-        champion = client.get_model_version(name, str(previous))
-        previous_value = _float_tag(champion.tags.get(TAG_MAIN_VALUE))
-        comparable = champion.tags.get(TAG_MAIN_METRIC) == main_metric
-        # A champion set by hand with no Fovea metric (or another metric) is kept: there
-        # is nothing fair to compare with.
-        promoted = comparable and previous_value is not None and value > previous_value
-        if not comparable:
-            _log.info("champion %s v%s has no %s tag; keeping it", name, previous, main_metric)
-    if promoted:
-        client.set_registered_model_alias(name, CHAMPION, str(version))
-    decision = "promoted" if promoted else "kept"
-    client.set_model_version_tag(name, str(version), TAG_DECISION, decision)
-    return (int(previous) if previous is not None else None), previous_value, promoted
+def _by_validation_metric(
+    client: MlflowClient,
+    version: int,
+    champion: int | None,
+    *,
+    name: str,
+    main_metric: str,
+    value: float,
+) -> GateDecision:
+    """The gate on the validation metrics both versions logged (no frozen evaluation)."""
+    policy = GatePolicy()
+    if champion is None:
+        return decide(
+            metric=main_metric, candidate=value, champion=None, policy=policy, eval_set=None
+        )
+    tags = client.get_model_version(name, str(champion)).tags
+    champion_value = float_tag(tags.get(TAG_MAIN_VALUE))
+    if tags.get(TAG_MAIN_METRIC) != main_metric or champion_value is None:
+        # A champion set by hand with no Fovea metric (or another metric): nothing fair
+        # to compare with.
+        return not_comparable(
+            metric=main_metric,
+            candidate=value,
+            champion_version=champion,
+            reason=f"champion v{champion} has no {main_metric} to compare with",
+            policy=policy,
+            eval_set=None,
+        )
+    return decide(
+        metric=main_metric,
+        candidate=value,
+        champion=champion_value,
+        champion_version=champion,
+        policy=policy,
+        eval_set=None,
+    )
 
 
 # -- reading ----------------------------------------------------------------------------
@@ -424,7 +422,7 @@ def list_models(*, tracking_uri: str) -> list[ModelSummary]:
             if champion is not None:
                 tags = client.get_model_version(rm.name, str(champion)).tags
                 main_metric = tags.get(TAG_MAIN_METRIC)
-                champion_metric = _float_tag(tags.get(TAG_MAIN_VALUE))
+                champion_metric = float_tag(tags.get(TAG_MAIN_VALUE))
             versions = [int(v.version) for v in rm.latest_versions or []]
             summaries.append(
                 ModelSummary(
@@ -455,7 +453,7 @@ def get_model(*, tracking_uri: str, name: str) -> ModelDetail | None:
             return None
         raise
     champion = rm.aliases.get(CHAMPION)
-    versions = sorted(_all_versions(client, name), key=lambda v: int(v.version), reverse=True)
+    versions = sorted(all_versions(client, name), key=lambda v: int(v.version), reverse=True)
     return ModelDetail(
         name=rm.name,
         task=rm.tags.get(TAG_TASK),
@@ -484,24 +482,11 @@ def _version_info(mv: ModelVersion, *, aliases: Mapping[str, Any]) -> ModelVersi
         is_champion=CHAMPION in own,
         task=mv.tags.get(TAG_TASK),
         main_metric=mv.tags.get(TAG_MAIN_METRIC),
-        main_metric_value=_float_tag(mv.tags.get(TAG_MAIN_VALUE)),
+        main_metric_value=float_tag(mv.tags.get(TAG_MAIN_VALUE)),
         metrics=metrics if isinstance(metrics, dict) else {},
         champion_decision=mv.tags.get(TAG_DECISION),
         source=mv.source,
     )
-
-
-def _all_versions(client: MlflowClient, name: str) -> list[ModelVersion]:
-    versions: list[ModelVersion] = []
-    token = None
-    while True:
-        page = client.search_model_versions(
-            filter_string=f"name = '{name}'", max_results=10_000, page_token=token
-        )
-        versions.extend(page)
-        token = page.token
-        if not token:
-            return versions
 
 
 # -- fetching weights -------------------------------------------------------------------
@@ -538,7 +523,7 @@ def resolve_model_uri(*, tracking_uri: str, uri: str) -> tuple[str, str]:
             )
         version = str(registered.aliases[alias])
     elif ref == "latest":
-        versions = [int(v.version) for v in _all_versions(client, name)]
+        versions = [int(v.version) for v in all_versions(client, name)]
         if not versions:
             raise ModelNotFoundError(f"model {name!r} has no versions")
         version = str(max(versions))
@@ -578,13 +563,6 @@ def download_weights(*, tracking_uri: str, uri: str, dst: Path) -> tuple[Path, d
             ) from exc
     card = json.loads(local[CARD_FILE].read_text(encoding="utf-8"))
     return local[WEIGHTS_FILE], card
-
-
-def _float_tag(text: str | None) -> float | None:
-    try:
-        return float(text) if text is not None else None
-    except ValueError:
-        return None
 
 
 def _iso(ms: int | None) -> str:

@@ -18,6 +18,7 @@ import torch
 from fovea.tasks import DataConfig, ModelConfig, UserError, get_task
 from fovea.tasks.engine import fit, select_device
 from fovea.tasks.plots import training_curves_png
+from fovea.workers import retraining
 from fovea.workers.types import JobResult, WorkerJob
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,9 @@ def run_job(job: WorkerJob, *, board: Any) -> JobResult:
         logger.set_tags({"fovea.attempt": str(job.attempt)})
 
         model_config = _resolve_weights(job)
-        data = task.build_data(job.data, events=reporter)
+        manifest = retraining.record_dataset(job=job, logger=logger, events=reporter)
+        data_config, _ = retraining.frozen_split(job=job, logger=logger)
+        data = task.build_data(data_config, events=reporter)
         reporter.event(
             "data",
             f"{len(data.train)} training and {len(data.val)} validation images, "
@@ -165,7 +168,20 @@ def run_job(job: WorkerJob, *, board: Any) -> JobResult:
                 registered_name=job.register_as,
                 metrics=result.metrics,
                 main_metric=task.main_metric,
+                decider=retraining.make_decider(
+                    job=job,
+                    task=task,
+                    data=data,
+                    data_config=data_config,
+                    card=card,
+                    state_dict=result.state_dict,
+                    device=device,
+                    logger=logger,
+                    events=reporter,
+                ),
+                version_tags=retraining.dataset_tags(manifest),
             )
+            retraining.record_decision(record=record, logger=logger, events=reporter)
             reporter.event(
                 "model_registered",
                 f"registered {record.name} v{record.version}"

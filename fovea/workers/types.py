@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from fovea.tasks import AugmentConfig, DataConfig, ModelConfig, TrainConfig
+from fovea.tracking.gate import GatePolicy
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class WorkerJob:
     checkpoint_dir: str
     mlflow_run_id: str | None = None  # set on a retry: the attempt continues the same run
     project: str = "default"
+    promotion: GatePolicy = field(default_factory=GatePolicy)  # the gate for register_as
 
     @classmethod
     def from_spec(
@@ -87,6 +89,7 @@ class WorkerJob:
             checkpoint_dir=checkpoint_dir,
             mlflow_run_id=mlflow_run_id,
             project=spec.get("project", "default"),
+            promotion=GatePolicy.from_dict(spec.get("promotion")),
         )
 
 

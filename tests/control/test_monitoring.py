@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from fovea.platform.drift import DriftSettings
-from fovea.platform.model_events import model_events
+from fovea.platform.model_events import list_model_events
 from fovea.platform.monitoring import (
     Monitor,
     NoReference,
@@ -107,7 +107,7 @@ def test_clean_then_dark_windows_change_the_verdict_once(sessions) -> None:  # t
     log(sessions, replica_results(150, seed=3, brightness=0.2))
     assert report(sessions)[1] == "drift"  # still drifting: no new event
     with transaction(sessions) as session:
-        events = model_events(session=session, model_name="pets", kind="drift_verdict")
+        events = list_model_events(session=session, model_name="pets", kind="drift_verdict")
         assert [(e.value, e.data["previous"]) for e in events] == [("ok", None), ("drift", "ok")]
         assert events[1].data["report_id"] == second[0] and events[1].model_version == "1"
 
@@ -117,7 +117,7 @@ def test_small_windows_and_missing_references_say_so(sessions) -> None:  # type:
     _, verdict, _, reasons, n_live = report(sessions)
     assert verdict == "insufficient" and n_live == 40 and "below 100" in reasons[0]
     with transaction(sessions) as session:
-        assert model_events(session=session, model_name="pets") == []  # no verdict, no event
+        assert list_model_events(session=session, model_name="pets") == []  # no verdict, no event
     cache = ReferenceCache(lambda name, version: None)
     with pytest.raises(NoReference, match="'pets' version 3 has no drift reference"):
         cache.get("pets", 3)

@@ -76,7 +76,7 @@ def test_clean_then_blurred_images_drift_and_say_why(stack: Stack, served: np.nd
     assert any("statistics/sharpness" in reason for reason in drift["reasons"])
 
     events = stack.http.get(f"/models/{MODEL}/events", params={"kind": "drift_verdict"}).json()
-    assert [(e["value"], e["data"]["previous"]) for e in events["items"]] == [
+    assert [(e["value"], e["data"]["previous"]) for e in events] == [
         ("ok", None),
         ("drift", "ok"),
     ]

@@ -211,7 +211,7 @@ def test_killed_worker_is_retried_from_checkpoint(stack: Stack) -> None:
 
 
 def test_job_larger_than_cluster_waits_and_says_why(stack: Stack) -> None:
-    spec = digits_spec(name="huge", resources={"cpus": 512}, register_as=None)
+    spec = digits_spec(name="huge", resources={"cpus": 48}, register_as=None)
     job_id = stack.http.post("/jobs", json=spec).json()["id"]
     deadline = time.monotonic() + 30
     kinds: list[str] = []
@@ -220,5 +220,5 @@ def test_job_larger_than_cluster_waits_and_says_why(stack: Stack) -> None:
         kinds = [e["kind"] for e in job["events"]]
         time.sleep(0.3)
     assert job["state"] == "queued" and "waiting_for_resources" in kinds
-    assert "512 CPUs" in job["events"][-1]["message"]
+    assert "48 CPUs" in job["events"][-1]["message"]
     assert stack.http.post(f"/jobs/{job_id}/cancel").json()["state"] == "cancelled"

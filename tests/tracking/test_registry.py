@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import torch
@@ -34,7 +34,10 @@ CARD = {
 }
 
 
-def _register(store: MlflowStore, name: str, top1: float, *, seed: int = 0) -> ModelRecord:
+def _register(
+    store: MlflowStore, name: str, top1: float, *, seed: int = 0, **log_kw: Any
+) -> ModelRecord:
+    """Log and register a tiny model; `log_kw` goes to log_model (decider, version_tags)."""
     torch.manual_seed(seed)
     state_dict = {"head.weight": torch.randn(3, 4), "head.bias": torch.zeros(3)}
     with RunLogger(
@@ -48,6 +51,7 @@ def _register(store: MlflowStore, name: str, top1: float, *, seed: int = 0) -> M
             registered_name=name,
             metrics={"top1": top1, "loss": 0.3, "f1/red": float("nan")},
             main_metric="top1",
+            **log_kw,
         )
 
 

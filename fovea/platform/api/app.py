@@ -3,14 +3,16 @@ traceback (fovea.platform.api.errors)."""
 
 from __future__ import annotations
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from fovea import __version__
 from fovea.config import Settings
-from fovea.platform.api import jobs, models, monitoring
+from fovea.platform.api import jobs, models, monitoring, schedules
 from fovea.platform.api.admission import Admission
 from fovea.platform.api.deps import require_token
-from fovea.platform.api.errors import install_error_handlers
+from fovea.platform.api.errors import error_response, install_error_handlers
+from fovea.platform.schedules import ScheduleConflict
 from fovea.platform.store import make_engine, read_session_factory, session_factory, upgrade
 
 # connections beyond the admitted requests: the scheduler thread of `fovea up`, and slack
@@ -47,6 +49,7 @@ def create_app(settings: Settings | None = None, *, token: str | None = None) ->
     app.include_router(jobs.router, dependencies=auth)
     app.include_router(models.router, dependencies=auth)
     app.include_router(monitoring.router, dependencies=auth)
+    app.include_router(schedules.router, dependencies=auth)
     install_error_handlers(app)
     monitoring.register_errors(app)
     app.add_middleware(
@@ -57,4 +60,10 @@ def create_app(settings: Settings | None = None, *, token: str | None = None) ->
         max_body_bytes=settings.api_max_body_bytes,
         max_upload_bytes=settings.predict_max_bytes,
     )
+
+    @app.exception_handler(ScheduleConflict)
+    async def _taken(_: Request, exc: ScheduleConflict) -> JSONResponse:
+        detail = [{"field": "name", "problem": str(exc)}]
+        return error_response(409, "conflict", str(exc), detail)
+
     return app

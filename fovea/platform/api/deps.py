@@ -47,6 +47,8 @@ def require_token(
         raise Unauthorized("invalid bearer token")
 
 
+# "function": commit before the response is sent, so a client that got 201 (or 204) and
+# asks again at once sees the change; the default commits only after sending.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 ReadSessionDep = Annotated[Session, Depends(get_read_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -424,31 +424,3 @@ def predictions(
             for r in rows
         ]
     }
-
-
-@router.get("/{name}/events")
-def events(
-    name: str,
-    session: SessionDep,
-    kind: Annotated[str | None, Query(max_length=40)] = None,
-    after_id: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> dict[str, Any]:
-    """What happened to the model (drift verdict changes, promotions...), oldest first."""
-    from fovea.platform.model_events import model_events
-
-    rows = model_events(session=session, model_name=name, kind=kind, after_id=after_id, limit=limit)
-    return {
-        "items": [
-            {
-                "id": e.id,
-                "at": e.at.isoformat(),
-                "kind": e.kind,
-                "value": e.value,
-                "version": e.model_version,
-                "message": e.message,
-                "data": e.data,
-            }
-            for e in rows
-        ]
-    }

@@ -93,6 +93,10 @@ class JobOut(JobSummary):
 
     spec: dict[str, Any]
     events: list[EventOut] | None = None
+    # What the job trained on (dataset manifest: digest, mode, files, bytes, folders) and
+    # the promotion gate's decision on its model: from its events, on GET /jobs/{id}.
+    dataset: dict[str, Any] | None = None
+    promotion: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, job: Job, *, events: bool = False) -> JobOut:  # type: ignore[override]
@@ -100,7 +104,13 @@ class JobOut(JobSummary):
             **cls.fields_of(job),
             spec=job.spec,
             events=[EventOut.of(e) for e in job.events] if events else None,
+            dataset=_last_data(job.events, "dataset_fingerprint") if events else None,
+            promotion=_last_data(job.events, "promotion_decision") if events else None,
         )
+
+
+def _last_data(events: list[JobEvent], kind: str) -> dict[str, Any] | None:
+    return next((e.data for e in reversed(events) if e.kind == kind), None)
 
 
 class JobList(BaseModel):

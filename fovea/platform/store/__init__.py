@@ -17,6 +17,7 @@ from fovea.platform.store.models import (
     utcnow,
 )
 from fovea.platform.store.monitoring import DriftReport, Prediction, ScoreRun
+from fovea.platform.store.retraining import Overlap, Schedule, ScheduleEvent, ScheduleEventKind
 
 __all__ = [
     "TRANSITIONS",
@@ -26,7 +27,11 @@ __all__ = [
     "JobEvent",
     "JobState",
     "ModelEvent",
+    "Overlap",
     "Prediction",
+    "Schedule",
+    "ScheduleEvent",
+    "ScheduleEventKind",
     "ScoreRun",
     "make_engine",
     "read_session_factory",

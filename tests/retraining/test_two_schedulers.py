@@ -1,0 +1,73 @@
+"""Two real scheduler processes firing the same schedules: exactly one job per fire."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from fovea.platform.store import Job, ScheduleEvent, transaction
+from tests.retraining.conftest import job_count, make_schedule
+
+T0 = datetime(2026, 3, 2, 9, 0, 10, tzinfo=UTC)
+
+# One scheduler process: wait for the start signal, then step a fake clock over ten
+# minutes, firing each minute three times (as fast ticks would), and print its fires.
+WORKER = textwrap.dedent("""
+    import sys, time
+    from datetime import datetime, timedelta, UTC
+    from pathlib import Path
+    from fovea.platform.schedule_fire import fire_due_schedules
+    from fovea.platform.store import make_engine, session_factory, transaction
+
+    url, go = sys.argv[1], Path(sys.argv[2])
+    sessions = session_factory(make_engine(url))
+    while not go.exists():
+        time.sleep(0.01)
+    fired = 0
+    for minute in range(1, 11):
+        now = datetime(2026, 3, 2, 9, minute, 1, tzinfo=UTC)
+        for _ in range(3):
+            with transaction(sessions) as s:
+                fired += sum(e.kind == "fire" for e in fire_due_schedules(session=s, now=now))
+    print(fired)
+""")
+
+
+def test_two_processes_make_exactly_100_jobs_from_100_fires(
+    sessions, db_url: str, tmp_path: Path
+) -> None:
+    for i in range(10):  # 10 schedules x 10 minutes = 100 due fires
+        make_schedule(sessions, now=T0, name=f"every-minute-{i}", cron="* * * * *")
+    go = tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, db_url, str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(2)
+    ]
+    time.sleep(3)  # both imported and waiting
+    go.touch()
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    per_process = [int(out.strip()) for out, _ in outputs]
+    assert sum(per_process) == 100, per_process
+    assert job_count(sessions) == 100
+    with transaction(sessions) as s:
+        fires = s.scalar(
+            select(func.count()).select_from(ScheduleEvent).where(ScheduleEvent.kind == "fire")
+        )
+        keys = s.scalar(select(func.count(func.distinct(Job.idempotency_key))))
+    assert fires == 100 and keys == 100
