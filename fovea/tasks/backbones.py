@@ -12,7 +12,7 @@ this zoo existed keep loading (tests/tasks/test_compat.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -167,6 +167,25 @@ def get_encoder_spec(name: str | None) -> tuple[str, Encoder]:
     if name not in ENCODERS:
         raise UserError(f"unknown model.backbone {name!r}; valid: {', '.join(ENCODERS)}")
     return name, ENCODERS[name]
+
+
+def check_encoder_model(
+    arch: str,
+    backbone: str | None,
+    architectures: Collection[str],
+    *,
+    num_classes: int,
+    min_classes: int,
+    task: str,
+) -> tuple[str, Encoder]:
+    """(backbone, spec) of an encoder-based model, or UserError naming the field that is
+    wrong: an unknown arch or backbone, or fewer classes than the task needs."""
+    if arch not in architectures:
+        raise UserError(f"unknown model.arch {arch!r}; valid: {', '.join(architectures)}")
+    backbone, spec = get_encoder_spec(backbone)
+    if num_classes < min_classes:
+        raise UserError(f"{task} needs >= {min_classes} class(es), got {num_classes}")
+    return backbone, spec
 
 
 def get_encoder(

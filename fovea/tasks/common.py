@@ -7,14 +7,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import torch
 from torch import nn
 
 from fovea.tasks.backbones import DEFAULT_ENCODER
-from fovea.tasks.base import DataBundle, DataConfig, EventSink, ModelConfig, no_events
+from fovea.tasks.base import (
+    DataBundle,
+    DataConfig,
+    EventSink,
+    ModelConfig,
+    TrainConfig,
+    no_events,
+)
 from fovea.tasks.errors import UserError
 from fovea.tasks.preprocess import Geometry, Preprocess, as_nchw_rgb
 
@@ -147,3 +154,11 @@ def check_card(card: Mapping[str, Any], task: str) -> None:
 
 def device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
+
+
+class LossWeightedTask(BaseTask):
+    """A task whose training option is `train.loss_weights` (detection, segmentation)."""
+
+    @classmethod
+    def from_train_config(cls, train: TrainConfig) -> Self:
+        return cls(loss_weights=train.loss_weights)  # type: ignore[call-arg]

@@ -146,14 +146,21 @@ def load_classifier_body(
         raise UserError(f"weights {source} do not fit the {part}: {exc}") from exc
 
 
+def split_weights(weights: str | None) -> tuple[str | None, Path | None]:
+    """`model.weights` as (torchvision enum name, local weights file): at most one is set."""
+    if weights is None:
+        return None, None
+    return (None, Path(weights)) if is_weights_file(weights) else (weights, None)
+
+
 def load_weights_file(
     model: nn.Module,
-    *,
     path: Path,
     encoder_attr: str,
     classifier_prefixes: tuple[str, ...],
     head_prefix: str,
     name: str,
+    *,
     hint: str = "",
 ) -> None:
     """A weights file into a model built around an encoder (`model.<encoder_attr>`): either

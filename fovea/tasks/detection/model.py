@@ -27,16 +27,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fovea.tasks.backbones import SILU, conv_bn_act, get_encoder, get_encoder_spec
+from fovea.tasks.backbones import SILU, check_encoder_model, conv_bn_act, get_encoder
 from fovea.tasks.detection.head import DetectionHead
-from fovea.tasks.errors import UserError
-from fovea.tasks.weights import is_weights_file, load_weights_file
+from fovea.tasks.weights import load_weights_file, split_weights
 
 STRIDES = (8, 16, 32)
 LEVELS = slice(2, 5)  # encoder levels at strides 8, 16, 32
@@ -161,15 +159,13 @@ def build_detector(
     loss_weights: dict[str, float] | None = None,
 ) -> Detector:
     """The model in training mode; UserError for an unknown arch, backbone or bad weights."""
-    if arch not in ARCHITECTURES:
-        raise UserError(f"unknown model.arch {arch!r}; valid: {', '.join(ARCHITECTURES)}")
-    backbone, spec = get_encoder_spec(backbone)
-    if num_classes < 1:
-        raise UserError(f"detection needs >= 1 class, got {num_classes}")
+    backbone, spec = check_encoder_model(
+        arch, backbone, ARCHITECTURES, num_classes=num_classes, min_classes=1, task="detection"
+    )
     preset, name = ARCHITECTURES[arch], f"{arch}/{backbone}"
     channels = round(256 * preset.width)
     depth = max(1, math.ceil(3 * preset.depth))
-    enum_weights = weights if weights is not None and not is_weights_file(weights) else None
+    enum_weights, weights_file = split_weights(weights)
     body = get_encoder(backbone, weights=enum_weights, activation=SILU, model_name=name)
     neck = PANNeck(in_channels=body.out_channels[LEVELS], channels=channels, depth=depth)
     head = DetectionHead(
@@ -180,13 +176,7 @@ def build_detector(
         loss_weights=loss_weights,
     )
     model = Detector(backbone=body, neck=neck, head=head)
-    if weights is not None and is_weights_file(weights):
-        load_weights_file(
-            model,
-            path=Path(weights),
-            encoder_attr="backbone",
-            classifier_prefixes=spec.classifier_prefixes,
-            head_prefix=HEAD_PREFIX,
-            name=name,
-        )
+    if weights_file is not None:
+        prefixes = spec.classifier_prefixes
+        load_weights_file(model, weights_file, "backbone", prefixes, HEAD_PREFIX, name)
     return model.train()

@@ -13,9 +13,8 @@ from fovea.tasks.backbones import ENCODERS, pooled
 from fovea.tasks.base import (
     EvalResult,
     ModelConfig,
-    TrainConfig,
 )
-from fovea.tasks.common import BaseTask, PredictRequest
+from fovea.tasks.common import LossWeightedTask, PredictRequest
 from fovea.tasks.data.split import evenly_spaced
 from fovea.tasks.detection.data import PAD_VALUE, Batch, build_detection_data
 from fovea.tasks.detection.loss import check_loss_weights
@@ -40,7 +39,7 @@ from fovea.tasks.profile import EmbeddingSite
 SERVING_SCORE_THRESHOLD = 0.25  # predict_arrays: what a user wants to see, not what mAP needs
 
 
-class DetectionTask(BaseTask):
+class DetectionTask(LossWeightedTask):
     name: ClassVar[str] = "detection"
     geometry: ClassVar[Geometry] = "letterbox"
     pad_value: ClassVar[int] = PAD_VALUE
@@ -52,10 +51,6 @@ class DetectionTask(BaseTask):
 
     def __init__(self, *, loss_weights: Mapping[str, float] | None = None) -> None:
         self.loss_weights = check_loss_weights(loss_weights)
-
-    @classmethod
-    def from_train_config(cls, train: TrainConfig) -> DetectionTask:
-        return cls(loss_weights=train.loss_weights)
 
     def build_model(self, config: ModelConfig, *, num_classes: int) -> nn.Module:
         return build_detector(

@@ -25,16 +25,14 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import FeaturePyramidNetwork
 
-from fovea.tasks.backbones import conv_bn_act, get_encoder, get_encoder_spec
-from fovea.tasks.errors import UserError
-from fovea.tasks.weights import is_weights_file, load_weights_file
+from fovea.tasks.backbones import check_encoder_model, conv_bn_act, get_encoder
+from fovea.tasks.weights import load_weights_file, split_weights
 
 OUTPUT_STRIDE = 32
 HEAD_PREFIX = "segmentation_head."
@@ -205,26 +203,18 @@ def build_segmenter(
     *, arch: str, backbone: str | None, num_classes: int, weights: str | None = None
 ) -> SegmentationModel:
     """The model in training mode; UserError for an unknown arch, backbone or bad weights."""
-    if arch not in ARCHITECTURES:
-        raise UserError(f"unknown model.arch {arch!r}; valid: {', '.join(ARCHITECTURES)}")
-    backbone, spec = get_encoder_spec(backbone)
-    if num_classes < 2:
-        raise UserError(f"segmentation needs >= 2 classes, got {num_classes}")
+    backbone, spec = check_encoder_model(
+        arch, backbone, ARCHITECTURES, num_classes=num_classes, min_classes=2, task="segmentation"
+    )
     name = f"{arch}/{backbone}"
-    enum_weights = weights if weights is not None and not is_weights_file(weights) else None
+    enum_weights, weights_file = split_weights(weights)
     encoder = get_encoder(backbone, weights=enum_weights, model_name=name)
     widths = DECODER_WIDTHS.get(backbone, DEFAULT_WIDTHS)
     model = ARCHITECTURES[arch](encoder, widths, num_classes)
-    if weights is not None and is_weights_file(weights):
-        load_weights_file(
-            model,
-            path=Path(weights),
-            encoder_attr="encoder",
-            classifier_prefixes=spec.classifier_prefixes,
-            head_prefix=HEAD_PREFIX,
-            name=name,
-            hint="(same model.arch and model.backbone as the model that saved them?)",
-        )
+    if weights_file is not None:
+        hint = "(same model.arch and model.backbone as the model that saved them?)"
+        prefixes = spec.classifier_prefixes
+        load_weights_file(model, weights_file, "encoder", prefixes, HEAD_PREFIX, name, hint=hint)
     return model.train()
 
 

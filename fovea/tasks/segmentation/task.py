@@ -14,9 +14,8 @@ from fovea.tasks.backbones import ENCODERS, pooled
 from fovea.tasks.base import (
     EvalResult,
     ModelConfig,
-    TrainConfig,
 )
-from fovea.tasks.common import BaseTask, PredictRequest
+from fovea.tasks.common import LossWeightedTask, PredictRequest
 from fovea.tasks.data.split import evenly_spaced
 from fovea.tasks.preprocess import Geometry, denormalize
 from fovea.tasks.profile import EmbeddingSite
@@ -38,7 +37,7 @@ MAX_UPSAMPLED_LOGITS = 2**26
 Batch = tuple[torch.Tensor, torch.Tensor]  # images [N, 3, S, S] float, masks [N, S, S] int64
 
 
-class SegmentationTask(BaseTask):
+class SegmentationTask(LossWeightedTask):
     name: ClassVar[str] = "segmentation"
     geometry: ClassVar[Geometry] = "letterbox"
     data_builder = staticmethod(build_segmentation_data)
@@ -52,17 +51,10 @@ class SegmentationTask(BaseTask):
             ignore_index=IGNORE_INDEX, weights=check_loss_weights(loss_weights)
         )
 
-    @classmethod
-    def from_train_config(cls, train: TrainConfig) -> SegmentationTask:
-        return cls(loss_weights=train.loss_weights)
-
     def build_model(self, config: ModelConfig, *, num_classes: int) -> nn.Module:
-        return build_segmenter(
-            arch=config.arch,
-            backbone=config.backbone,
-            num_classes=num_classes,
-            weights=config.weights,
-        )
+        arch, backbone, weights = config.arch, config.backbone, config.weights
+        n = num_classes
+        return build_segmenter(arch=arch, backbone=backbone, num_classes=n, weights=weights)
 
     def compute_loss(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
         images, masks = batch
