@@ -295,7 +295,7 @@ def _wait(client: Client, job_id: str, *, timeout: float | None) -> dict[str, An
     if job["state"] not in TERMINAL:
         _print_job(job)
         console.print(
-            f"[yellow]gave up waiting after {timeout:g} s[/yellow]; the job goes on: "
+            f"[yellow]gave up waiting after {timeout:.0f} s[/yellow]; the job goes on: "
             f"`fovea status {job_id}` follows it"
         )
         raise typer.Exit(EXIT_GAVE_UP)
@@ -390,8 +390,8 @@ class _Lines:
         if key == self.last:
             return
         self.last = key
-        stamp = time.strftime("%H:%M:%S")
-        console.print(f"{stamp} job {self.job_id}: {job['state']}, {detail}", highlight=False)
+        said = job["state"] if detail == job["state"] else f"{job['state']}, {detail}"
+        console.print(f"{time.strftime('%H:%M:%S')} job {self.job_id}: {said}", highlight=False)
 
     def unreachable(self, exc: Exception) -> None:
         console.print(f"{time.strftime('%H:%M:%S')} API unreachable: {exc}", highlight=False)
@@ -435,9 +435,13 @@ def demo_spec(shared: Path) -> dict[str, Any]:
 @app.command()
 def demo(
     port: Annotated[int, typer.Option()] = 8742,
-    timeout: Annotated[float, typer.Option(help="seconds before giving up")] = 1200,
+    timeout: Annotated[
+        float,
+        typer.Option(help="seconds for the whole demo, start-up included; past it exit 4"),
+    ] = 1200,
 ) -> None:
     """Start the embedded stack, train a classifier on real data, print the results."""
+    given_up_at = time.monotonic() + timeout
     settings = Settings(port=port)
     settings.ensure_home()
     token = settings.resolve_token(create=True)
@@ -455,7 +459,8 @@ def demo(
         )
     try:
         client = Client(f"http://127.0.0.1:{port}", token)
-        deadline = time.monotonic() + 120
+        startup_s = min(120.0, timeout)
+        deadline = time.monotonic() + startup_s
         with console.status("starting the stack (API, scheduler, local Ray) ..."):
             while True:
                 if server.poll() is not None:
@@ -465,14 +470,13 @@ def demo(
                     break
                 except Exception:
                     if time.monotonic() > deadline:
-                        _fail(f"the API did not come up in 120 s; see {log_path}")
+                        _fail(f"the API did not come up in {startup_s:g} s; see {log_path}")
                     time.sleep(1)
         job = client.submit(spec)
         console.print(f"submitted job [bold]{job['id']}[/bold]")
-        job = _follow(client, job["id"])
-        _print_job(job)
+        job = _wait(client, job["id"], timeout=max(1.0, given_up_at - time.monotonic()))
         if job["state"] != "succeeded":
-            raise typer.Exit(1)
+            _end(job)
         console.rule("[bold]Results")
         m = job["metrics"]
         console.print(
