@@ -26,8 +26,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_stack(**env: str) -> Iterator[tuple[httpx.Client, Path]]:
-    """(a client with the token, the stack's home); extra FOVEA_* settings as keywords."""
+def running_stack(*, scheduler: bool = True, **env: str) -> Iterator[tuple[httpx.Client, Path]]:
+    """(a client with the token, the stack's home); extra FOVEA_* settings as keywords;
+    `scheduler=False` starts the API alone (no Ray): jobs stay queued."""
     home = Path(tempfile.mkdtemp(prefix="fovea-bench-"))
     port = free_port()
     environ = {
@@ -40,7 +41,7 @@ def running_stack(**env: str) -> Iterator[tuple[httpx.Client, Path]]:
     }
     with open(home / "server.log", "wb") as log:
         server = subprocess.Popen(
-            [sys.executable, "-m", "fovea", "up"],
+            [sys.executable, "-m", "fovea", "up", *([] if scheduler else ["--no-scheduler"])],
             env=environ,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -156,3 +156,31 @@ def test_predict_with_a_body_that_is_not_json_is_422(tmp_path: Path) -> None:
         )
         assert r.status_code == 422, r.text
         assert r.json()["detail"][0]["field"] == "body"
+
+
+@pytest.mark.parametrize(
+    ("url", "field"),
+    [
+        ("/models/m/drift/99999999999999999999", "report_id"),
+        ("/models/m/drift/9223372036854775808/plots/mmd.png", "report_id"),
+        ("/models/m/predictions?before_id=9223372036854775808", "before_id"),
+        ("/models/m/events?after_id=2147483648", "after_id"),
+    ],
+)
+def test_ids_past_what_the_database_holds_are_422(url: str, field: str, tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, data_roots=[tmp_path], api_token=TOKEN)
+    with LiveServer(create_app(settings), free_port()) as live:
+        r = httpx.get(f"{live.url}{url}", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["field"] == field
+
+
+def test_largest_ids_are_answered_on_both_databases(db_url: str, tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, database_url=db_url, data_roots=[tmp_path], api_token=TOKEN)
+    with LiveServer(create_app(settings), free_port()) as live:
+        http = httpx.Client(base_url=live.url, headers={"Authorization": f"Bearer {TOKEN}"})
+        assert http.get("/models/m/drift/9223372036854775807").status_code == 404
+        assert http.get("/models/m/predictions?before_id=9223372036854775807").json() == {
+            "items": []
+        }
+        assert http.get("/models/m/events?after_id=2147483647").json() == []
