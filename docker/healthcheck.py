@@ -26,7 +26,7 @@ TIMEOUT_S = 3.0
 
 def check_http(url: str) -> str | None:
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
             status = response.status
     except urllib.error.HTTPError as exc:
         status = exc.code
@@ -55,7 +55,11 @@ def check_process(text: str, proc: Path = Path("/proc")) -> str | None:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue  # the process ended while we looked
-        if text in cmdline and "fovea-healthcheck" not in cmdline and "healthcheck.py" not in cmdline:
+        if (
+            text in cmdline
+            and "fovea-healthcheck" not in cmdline
+            and "healthcheck.py" not in cmdline
+        ):
             return None
     return f"process {text!r}: not running"
 
