@@ -10,6 +10,7 @@ every Ray on the machine).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -86,14 +87,10 @@ def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)  # ray start --block stops its node on SIGTERM
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group is left
-    except ProcessLookupError:
-        pass
     proc.wait()
 
 
