@@ -26,6 +26,9 @@ INFRA = REPO / "infra"
 DOCKER = REPO / "docker"
 SCHEMAS = Path(__file__).parent / "schemas"
 
+# Secrets only the control plane needs; a Ray node (which runs the jobs) gets none of them.
+CONTROL_PLANE_SECRETS = {"FOVEA_DATABASE_URL", "FOVEA_API_TOKEN", "POSTGRES_PASSWORD"}
+CONTROL_PLANE_SECRET = "fovea-secrets"  # the Kubernetes Secret with them
 LOOPBACK = {"127.0.0.1", "::1", "[::1]", "localhost"}
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY|ACCESS_KEY|PRIVATE_KEY", re.I)
 
@@ -137,14 +140,20 @@ def _service_problems(name: str, service: dict[str, Any], env_dir: Path) -> list
     for env_file in env_files:
         if not (env_dir.parent / f"{env_file}.example").is_file():
             problems.append(f"{name}: env file {env_file} has no {env_file}.example")
-    if _runs_ray(service):
-        merged: dict[str, str] = {}
-        for env_file in env_files:
-            example = env_dir.parent / f"{env_file}.example"
-            if example.is_file():
-                merged |= read_env(example)
-        if merged.get("RAY_AUTH_MODE") != "token" or not merged.get("RAY_AUTH_TOKEN"):
-            problems.append(f"{name}: runs Ray without RAY_AUTH_MODE=token and RAY_AUTH_TOKEN")
+    merged: dict[str, str] = {}
+    for env_file in env_files:
+        example = env_dir.parent / f"{env_file}.example"
+        if example.is_file():
+            merged |= read_env(example)
+    if _runs_ray(service) and (
+        merged.get("RAY_AUTH_MODE") != "token" or not merged.get("RAY_AUTH_TOKEN")
+    ):
+        problems.append(f"{name}: runs Ray without RAY_AUTH_MODE=token and RAY_AUTH_TOKEN")
+    if "start" in _command_words(service):
+        problems += [
+            f"{name}: a Ray node gets {key} (training jobs need none of the control plane's)"
+            for key in sorted(CONTROL_PLANE_SECRETS & set(merged))
+        ]
     if "start" in _command_words(service) and not service.get("shm_size"):
         problems.append(f"{name}: a Ray node without shm_size (Docker's /dev/shm is 64 MB)")
     return problems
@@ -265,6 +274,19 @@ def _pod_security_problems(name: str, pod: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _ray_pod_secret_problems(name: str, pod: dict[str, Any]) -> list[str]:
+    """Ray pods run the jobs: no Secret holding the control plane's credentials."""
+    problems = []
+    for c in pod.get("containers", []):
+        refs = {e.get("secretRef", {}).get("name") for e in c.get("envFrom", [])}
+        refs |= {
+            e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") for e in c.get("env", [])
+        }
+        if CONTROL_PLANE_SECRET in refs:
+            problems.append(f"{name}: a Ray pod gets Secret {CONTROL_PLANE_SECRET}")
+    return problems
+
+
 def _driver_token_problems(doc: dict[str, Any], secret: str) -> list[str]:
     """api and scheduler Deployments are Ray drivers: they need the cluster's token."""
     problems = []
@@ -367,6 +389,8 @@ def kubernetes_problems(docs: list[dict[str, Any]], secrets: list[dict[str, Any]
                 problems.append(f"{name}: the Ray head Service is exposed outside the cluster")
         for pod_name, template in pod_templates(doc):
             problems += _pod_security_problems(pod_name, template.get("spec", {}))
+            if doc["kind"] != "Deployment" and "submitter" not in pod_name:
+                problems += _ray_pod_secret_problems(pod_name, template.get("spec", {}))
         if doc["kind"] == "Deployment":
             for c in doc["spec"]["template"]["spec"]["containers"]:
                 if not (c.get("readinessProbe") and c.get("livenessProbe")):

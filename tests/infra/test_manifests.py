@@ -92,8 +92,12 @@ COMPOSE_BREAKAGES = {
         "ray-worker: fovea-healthcheck arguments",
     ),
     "ray node without the token": (
-        _set("services.ray-worker.env_file", ["env/fovea.env"]),
+        _set("services.ray-worker.env_file", ["env/worker.env"]),
         "ray-worker: runs Ray without RAY_AUTH_MODE=token",
+    ),
+    "Ray node with the control plane's secrets": (
+        _set("services.ray-worker.env_file", ["env/fovea.env", "env/ray.env"]),
+        "ray-worker: a Ray node gets FOVEA_API_TOKEN",
     ),
     "driver without the token": (
         _set("services.scheduler.env_file", ["env/fovea.env"]),
@@ -167,6 +171,8 @@ def assert_env_consistent(env: dict[str, dict[str, str]]) -> None:
     assert env["fovea"]["MLFLOW_TRACKING_USERNAME"] == env["mlflow"]["MLFLOW_AUTH_ADMIN_USERNAME"]
     assert env["fovea"]["MLFLOW_TRACKING_PASSWORD"] == env["mlflow"]["MLFLOW_AUTH_ADMIN_PASSWORD"]
     assert env["ray"]["RAY_AUTH_MODE"] == "token" and env["ray"]["RAY_AUTH_TOKEN"]
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        assert env["worker"][key] == env["fovea"][key]
 
 
 def test_env_examples_agree_with_each_other() -> None:
@@ -246,6 +252,12 @@ K8S_BREAKAGES: dict[str, tuple[Callable[[list[dict[str, Any]]], None], str]] = {
     "a token secret that is not defined": (
         lambda ds: _first("RayCluster")(ds)["spec"]["authOptions"].update(secretName="nope"),
         "its Secret is not defined",
+    ),
+    "Ray workers with the control plane's secrets": (
+        lambda ds: _worker(ds)["template"]["spec"]["containers"][0]["envFrom"].append(
+            {"secretRef": {"name": "fovea-secrets"}}
+        ),
+        "worker group gpu: a Ray pod gets Secret fovea-secrets",
     ),
     "scheduler without the token": (
         lambda ds: _first("Deployment", "fovea-scheduler")(ds)["spec"]["template"]["spec"][
