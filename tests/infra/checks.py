@@ -367,6 +367,29 @@ def _image_problems(docs: list[dict[str, Any]]) -> list[str]:
     return problems
 
 
+def _ray_auth_problems(doc: dict[str, Any], token_secrets: set[str]) -> list[str]:
+    problems = []
+    name = f"{doc['kind']} {doc['metadata']['name']}"
+    for spec in ray_cluster_specs(doc):
+        auth = spec.get("authOptions") or {}
+        if auth.get("mode") != "token" or auth.get("secretName") not in token_secrets:
+            problems.append(f"{name}: Ray token auth off or its Secret is not defined")
+        if spec.get("headGroupSpec", {}).get("serviceType", "ClusterIP") != "ClusterIP":
+            problems.append(f"{name}: the Ray head Service is exposed outside the cluster")
+    return problems
+
+
+def _deployment_probe_problems(doc: dict[str, Any]) -> list[str]:
+    if doc["kind"] != "Deployment":
+        return []
+    return [
+        f"Deployment {doc['metadata']['name']}: container {c['name']} lacks a readiness "
+        "or liveness probe"
+        for c in doc["spec"]["template"]["spec"]["containers"]
+        if not (c.get("readinessProbe") and c.get("livenessProbe"))
+    ]
+
+
 def kubernetes_problems(docs: list[dict[str, Any]], secrets: list[dict[str, Any]]) -> list[str]:
     """What the platform relies on, across every manifest: no public Service, probes,
     non-root pods, Ray token auth on every cluster and driver, shared checkpoints."""
@@ -374,32 +397,20 @@ def kubernetes_problems(docs: list[dict[str, Any]], secrets: list[dict[str, Any]
     token_secrets = {
         s["metadata"]["name"] for s in secrets if "auth_token" in s.get("stringData", {})
     }
-    secret = "fovea-ray-token"
+    clusters = [d for d in docs if d["kind"] == "RayCluster"]
+    secret = (clusters[0]["spec"].get("authOptions") or {}).get("secretName") if clusters else None
     for doc in docs:
         name = f"{doc['kind']} {doc['metadata']['name']}"
         if doc["kind"] == "Service" and doc["spec"].get("type", "ClusterIP") != "ClusterIP":
             problems.append(f"{name}: type {doc['spec']['type']} exposes it outside the cluster")
-        for spec in ray_cluster_specs(doc):
-            auth = spec.get("authOptions") or {}
-            if auth.get("mode") != "token" or auth.get("secretName") not in token_secrets:
-                problems.append(f"{name}: Ray token auth off or its Secret is not defined")
-            else:
-                secret = auth["secretName"]
-            if spec.get("headGroupSpec", {}).get("serviceType", "ClusterIP") != "ClusterIP":
-                problems.append(f"{name}: the Ray head Service is exposed outside the cluster")
+        problems += _ray_auth_problems(doc, token_secrets)
         for pod_name, template in pod_templates(doc):
             problems += _pod_security_problems(pod_name, template.get("spec", {}))
             if doc["kind"] != "Deployment" and "submitter" not in pod_name:
                 problems += _ray_pod_secret_problems(pod_name, template.get("spec", {}))
+        problems += _deployment_probe_problems(doc)
         if doc["kind"] == "Deployment":
-            for c in doc["spec"]["template"]["spec"]["containers"]:
-                if not (c.get("readinessProbe") and c.get("livenessProbe")):
-                    problems.append(
-                        f"{name}: container {c['name']} lacks a readiness or liveness probe"
-                    )
-    for doc in docs:
-        if doc["kind"] == "Deployment":
-            problems += _driver_token_problems(doc, secret)
+            problems += _driver_token_problems(doc, secret or "fovea-ray-token")
     return problems + _checkpoint_mount_problems(docs) + _image_problems(docs)
 
 
