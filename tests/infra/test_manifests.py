@@ -228,6 +228,16 @@ def test_kustomization_lists_every_manifest_but_the_examples() -> None:
     assert examples == {"secrets.example.yaml", "rayjob-cluster-check.yaml"}
 
 
+def test_the_rayjob_runs_the_script_it_mounts() -> None:
+    config, job = load_docs(KUBERAY / "rayjob-cluster-check.yaml")
+    script = config["data"]["cluster_check.py"]
+    compile(script, "cluster_check.py", "exec")  # a syntax error fails here, not on a cluster
+    mount = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0][
+        "volumeMounts"
+    ][0]["mountPath"]
+    assert job["spec"]["entrypoint"] == f"python {mount}/cluster_check.py"
+
+
 def _first(kind: str, name: str | None = None) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
     def pick(docs: list[dict[str, Any]]) -> dict[str, Any]:
         return next(d for d in docs if d["kind"] == kind and name in (None, d["metadata"]["name"]))
