@@ -6,7 +6,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import ray
 from ray.exceptions import (
@@ -20,7 +20,8 @@ from ray.exceptions import (
     WorkerCrashedError,
 )
 
-from fovea.workers.types import JobResult, WorkerJob
+from fovea.workers.failures import Outcome, OutcomeKind, first_line, outcome_of_result
+from fovea.workers.types import WorkerJob
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +34,27 @@ _RETRYABLE = (WorkerCrashedError, NodeDiedError, ObjectLostError, OutOfMemoryErr
 class StatusBoard:
     """Tiny actor workers push progress and events to; the scheduler drains it.
 
-    It also carries cooperative cancel flags back to the workers.
+    It also carries stop flags back to the workers: a cancel, or a newer attempt of the
+    same job (a worker whose attempt was given up on, e.g. after its scheduler died and the
+    lease expired, stops at its next push instead of training on beside its successor).
     """
 
     def __init__(self) -> None:
         self._progress: dict[str, dict[str, Any]] = {}
         self._events: dict[str, list[dict[str, Any]]] = {}
         self._cancel: set[str] = set()
+        self._attempt: dict[str, int] = {}
 
     def push(
-        self, job_id: str, progress: dict[str, Any] | None, events: list[dict[str, Any]]
+        self,
+        job_id: str,
+        progress: dict[str, Any] | None,
+        events: list[dict[str, Any]],
+        attempt: int | None = None,
     ) -> bool:
+        """Returns True when the worker must stop."""
+        if attempt is not None and attempt < self._attempt.get(job_id, 0):
+            return True  # a stale attempt: drop what it says
         if progress is not None:
             self._progress[job_id] = progress
         if events:
@@ -62,14 +73,16 @@ class StatusBoard:
     def cancel(self, job_id: str) -> None:
         self._cancel.add(job_id)
 
-    def forget(self, job_id: str) -> None:
+    def forget(self, job_id: str, attempt: int = 0) -> None:
+        """A new attempt starts: clear what the old one left, and fence it off."""
         self._cancel.discard(job_id)
         self._progress.pop(job_id, None)
         self._events.pop(job_id, None)
+        self._attempt[job_id] = max(attempt, self._attempt.get(job_id, 0))
 
 
 @ray.remote(max_retries=0)
-def _run_job_remote(job: WorkerJob, board: Any) -> JobResult:
+def _run_job_remote(job: WorkerJob, board: Any) -> Any:
     from fovea.workers.runtime import run_job
 
     return run_job(job, board=board)
@@ -79,7 +92,7 @@ def _run_job_remote(job: WorkerJob, board: Any) -> JobResult:
 class Handle:
     job_id: str
     attempt: int
-    ref: ray.ObjectRef
+    ref: Any  # a ray.ObjectRef for RayBackend; whatever a test backend keeps
     cpus: float
     gpus: float
     started: float = field(default_factory=time.monotonic)
@@ -87,11 +100,23 @@ class Handle:
     force_cancelled: bool = False
 
 
-@dataclass
-class Outcome:
-    result: JobResult | None = None  # the worker returned (succeeded, failed or cancelled)
-    lost: str | None = None  # the worker died: retryable
-    killed: bool = False  # we force-cancelled it
+class Backend(Protocol):
+    """What the scheduler needs of a cluster. RayBackend is the real one; tests inject
+    fakes (fovea.workers.testing) to drive faults the real one cannot produce on cue."""
+
+    def capacity(self) -> tuple[float, float]: ...  # total (cpus, gpus) of the cluster
+
+    def submit(self, job: WorkerJob) -> Handle: ...
+
+    def poll(self, handle: Handle) -> Outcome | None: ...  # None while it runs
+
+    def wait(self, handles: list[Handle], timeout: float) -> None: ...  # until one may be done
+
+    def cancel(self, handle: Handle) -> None: ...
+
+    def drain_status(self) -> dict[str, dict[str, Any]]: ...
+
+    def shutdown(self) -> None: ...
 
 
 class RayBackend:
@@ -128,11 +153,15 @@ class RayBackend:
         return float(res.get("CPU", 0.0)), float(res.get("GPU", 0.0))
 
     def submit(self, job: WorkerJob) -> Handle:
-        ray.get(self.board.forget.remote(job.job_id))
+        ray.get(self.board.forget.remote(job.job_id, job.attempt))
         ref = _run_job_remote.options(
             num_cpus=job.cpus, num_gpus=job.gpus, name=f"fovea-job-{job.job_id}"
         ).remote(job, self.board)
         return Handle(job.job_id, job.attempt, ref, job.cpus, job.gpus)
+
+    def wait(self, handles: list[Handle], timeout: float) -> None:
+        if handles:
+            ray.wait([h.ref for h in handles], num_returns=1, timeout=timeout)
 
     def poll(self, handle: Handle) -> Outcome | None:
         """None while the job runs; an Outcome once it has ended one way or another."""
@@ -150,20 +179,18 @@ class RayBackend:
                 handle.force_cancelled = True
             return None
         try:
-            return Outcome(result=ray.get(handle.ref, timeout=5))
+            return outcome_of_result(ray.get(handle.ref, timeout=5))
         except (TaskCancelledError, GetTimeoutError):
-            return Outcome(killed=True)
+            return Outcome(OutcomeKind.CANCELLED, "the Ray worker was stopped")
         except _RETRYABLE as exc:
             if handle.force_cancelled:
-                return Outcome(killed=True)
-            return Outcome(lost=f"{type(exc).__name__}: {_first_line(exc)}")
+                return Outcome(OutcomeKind.CANCELLED, "the Ray worker was stopped")
+            return Outcome(OutcomeKind.INFRA, f"{type(exc).__name__}: {first_line(exc)}")
         except RayTaskError as exc:
             if handle.force_cancelled:
-                return Outcome(killed=True)
+                return Outcome(OutcomeKind.CANCELLED, "the Ray worker was stopped")
             # run_job catches every exception it can; reaching here means a bug in it.
-            return Outcome(
-                result=JobResult(status="failed", error=f"internal error: {_first_line(exc)}")
-            )
+            return Outcome(OutcomeKind.INTERNAL, f"internal error: {first_line(exc)}")
 
     def cancel(self, handle: Handle) -> None:
         """Ask the worker to stop at its next step; force-kill after the grace period."""
@@ -177,8 +204,3 @@ class RayBackend:
     def shutdown(self) -> None:
         if ray.is_initialized():
             ray.shutdown()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[-1] if text else type(exc).__name__

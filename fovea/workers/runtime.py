@@ -19,6 +19,7 @@ from fovea.tasks import DataConfig, ModelConfig, UserError, get_task
 from fovea.tasks.engine import fit, select_device
 from fovea.tasks.plots import training_curves_png
 from fovea.workers import retraining
+from fovea.workers.failures import OutcomeKind, classify_exception
 from fovea.workers.types import JobResult, WorkerJob
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,11 @@ class BoardReporter:
     training loop never waits on the control plane more than once a second or so.
     """
 
-    def __init__(self, *, job_id: str, board: Any, logger: Any, interval_s: float = 1.0) -> None:
+    def __init__(
+        self, *, job_id: str, board: Any, logger: Any, interval_s: float = 1.0, attempt: int = 0
+    ) -> None:
         self.job_id = job_id
+        self.attempt = attempt
         self.board = board
         self.logger = logger
         self.interval_s = interval_s
@@ -80,7 +84,10 @@ class BoardReporter:
         self._last_push = time.monotonic()
         try:
             self._cancelled = (
-                ray.get(self.board.push.remote(self.job_id, self._progress, events), timeout=10)
+                ray.get(
+                    self.board.push.remote(self.job_id, self._progress, events, self.attempt),
+                    timeout=10,
+                )
                 or self._cancelled
             )
         except Exception:  # the control plane being slow must not kill training
@@ -95,7 +102,7 @@ def run_job(job: WorkerJob, *, board: Any) -> JobResult:
 
     started = time.monotonic()
     torch.set_num_threads(max(1, int(job.cpus)))
-    reporter = BoardReporter(job_id=job.job_id, board=board, logger=None)
+    reporter = BoardReporter(job_id=job.job_id, board=board, logger=None, attempt=job.attempt)
     logger = None
     try:
         task = get_task(job.task, train=job.train)
@@ -213,10 +220,10 @@ def run_job(job: WorkerJob, *, board: Any) -> JobResult:
             },
         )
     except UserError as exc:
-        return _failed(logger, reporter, str(exc))
-    except Exception as exc:  # a bug or an environment problem: fail with the reason
+        return _failed(logger, reporter, str(exc), OutcomeKind.USER_ERROR)
+    except Exception as exc:  # a bug or an environment problem: the policy tells which
         log.error("job %s crashed:\n%s", job.job_id, traceback.format_exc())
-        return _failed(logger, reporter, f"{type(exc).__name__}: {exc}")
+        return _failed(logger, reporter, f"{type(exc).__name__}: {exc}", classify_exception(exc))
 
 
 def _log_reference(
@@ -246,7 +253,7 @@ def _log_reference(
     )
 
 
-def _failed(logger: Any, reporter: BoardReporter, error: str) -> JobResult:
+def _failed(logger: Any, reporter: BoardReporter, error: str, kind: OutcomeKind) -> JobResult:
     run_id = None
     if logger is not None:
         run_id = logger.run_id
@@ -256,7 +263,7 @@ def _failed(logger: Any, reporter: BoardReporter, error: str) -> JobResult:
         except Exception:
             log.warning("could not close the MLflow run", exc_info=True)
     reporter.push()
-    return JobResult(status="failed", error=error, mlflow_run_id=run_id)
+    return JobResult(status="failed", error=error, mlflow_run_id=run_id, failure=kind.value)
 
 
 def _resolve_weights(job: WorkerJob) -> ModelConfig:
