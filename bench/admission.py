@@ -23,11 +23,11 @@ from sqlalchemy import create_engine, func, select, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fovea.config import Settings  # noqa: E402
-from fovea.platform import jobs as svc  # noqa: E402
-from fovea.platform.scheduler import Scheduler  # noqa: E402
-from fovea.platform.spec import JobSpec  # noqa: E402
-from fovea.platform.store import (  # noqa: E402
+from fovea.config import Settings
+from fovea.platform import jobs as svc
+from fovea.platform.scheduler import Scheduler
+from fovea.platform.spec import JobSpec
+from fovea.platform.store import (
     Job,
     JobState,
     make_engine,
@@ -35,8 +35,8 @@ from fovea.platform.store import (  # noqa: E402
     transaction,
     upgrade,
 )
-from fovea.platform.wake import Wake  # noqa: E402
-from fovea.workers.testing import FakeBackend  # noqa: E402
+from fovea.platform.wake import Wake
+from fovea.workers.testing import FakeBackend
 
 SPEC = JobSpec.model_validate(
     {
