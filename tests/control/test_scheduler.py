@@ -255,3 +255,84 @@ def test_idle_tick_writes_nothing(db_url: str, tmp_path: Path) -> None:
     assert scheduler.tick() == pytest.approx(30.0, abs=0.1)  # nothing due: sleeps long
     # BEGIN IMMEDIATE (SQLite's write lock) or any INSERT/UPDATE would show here
     assert [w for w in writes if "IMMEDIATE" in w or w.split()[0].upper() != "BEGIN"] == []
+
+
+def test_drain_claims_nothing_more(db_url: str, tmp_path: Path) -> None:
+    sessions = make_sessions(db_url)
+    (running,) = submit(sessions, 1)
+    backend = FakeBackend(polls=3)
+    scheduler = Scheduler(
+        settings=settings(tmp_path, db_url), sessions=sessions, backend=backend, wake=Wake()
+    )
+    scheduler.tick()
+    queued = submit(sessions, 2)
+    scheduler.drain()
+    for _ in range(5):
+        scheduler.tick()
+    assert scheduler.wait_drained(1.0)
+    assert set(backend.submits) == {running}  # the running one finished, nothing new began
+    with transaction(sessions) as s:
+        assert svc.get_job(session=s, job_id=running).state is JobState.SUCCEEDED
+        assert {svc.get_job(session=s, job_id=j).state for j in queued} == {JobState.QUEUED}
+
+
+def test_stop_hands_running_jobs_back_without_counting_the_attempt(
+    db_url: str, tmp_path: Path
+) -> None:
+    sessions = make_sessions(db_url)
+    (job_id,) = submit(sessions, 1, max_retries=0)
+    backend = FakeBackend(polls=10**9)
+    scheduler = Scheduler(
+        settings=settings(tmp_path, db_url), sessions=sessions, backend=backend, wake=Wake()
+    )
+    scheduler.tick()
+    scheduler.stop()
+    assert job_id in backend.cancelled
+    with transaction(sessions) as s:
+        job = svc.get_job(session=s, job_id=job_id)
+        assert job.state is JobState.QUEUED and job.attempt == 0 and job.lease_owner is None
+
+
+def _mlflow_run(tmp_path: Path) -> tuple[str, str]:
+    from fovea.tracking._mlflow import make_client
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = make_client(uri)
+    experiment = client.create_experiment("runs", artifact_location=str(tmp_path / "art"))
+    return uri, client.create_run(experiment).info.run_id
+
+
+def test_dead_attempt_run_is_ended_and_mlflow_outage_is_retried(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fovea.tracking._mlflow import make_client
+
+    uri, run_id = _mlflow_run(tmp_path)
+    sessions = make_sessions(db_url)
+    (job_id,) = submit(sessions, 1, max_retries=0)
+    backend = FakeBackend(script=lambda job: Outcome(OutcomeKind.INFRA, "WorkerCrashedError"))
+    # First MLflow is down (nothing listens there): the mark stays, to be retried.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    down = settings(tmp_path, db_url, mlflow_tracking_uri="http://127.0.0.1:9")  # type: ignore[arg-type]
+    scheduler = Scheduler(settings=down, sessions=sessions, backend=backend, wake=Wake())
+    scheduler.tick()  # dispatched
+    with transaction(sessions) as s:
+        svc.get_job(session=s, job_id=job_id).mlflow_run_id = run_id  # the worker said so
+    scheduler.tick()  # the worker died; no retries: failed
+    assert scheduler.runs.sweep() is False
+    with transaction(sessions) as s:
+        job = svc.get_job(session=s, job_id=job_id)
+        assert job.state is JobState.FAILED and job.run_end_pending == "FAILED"
+    assert make_client(uri).get_run(run_id).info.status == "RUNNING"
+    # MLflow is back (a restarted scheduler, same store): the run is ended, the mark cleared.
+    up = Scheduler(
+        settings=settings(tmp_path, db_url, mlflow_tracking_uri=uri),  # type: ignore[arg-type]
+        sessions=sessions,
+        backend=backend,
+        wake=Wake(),
+    )
+    assert up.runs.sweep() is True
+    assert make_client(uri).get_run(run_id).info.status == "FAILED"
+    with transaction(sessions) as s:
+        assert svc.get_job(session=s, job_id=job_id).run_end_pending is None
