@@ -360,9 +360,9 @@ class Scheduler:
         now = utcnow()
         sleep = self.settings.scheduler_idle_s
         for at in deadlines:
-            if at is not None:
+            if at is not None and at > now:  # one already past was dealt with this tick
                 sleep = min(sleep, (at - now).total_seconds() + 0.05)
-        return max(sleep, 0.05)
+        return sleep
 
     def _hand_back(self) -> None:
         for job_id, handle in list(self.handles.items()):

@@ -26,6 +26,7 @@ from fovea.workers.types import WorkerJob
 log = logging.getLogger(__name__)
 
 BOARD_NAME = "fovea-status-board"
+NAMESPACE = "fovea"  # the Ray namespace of Fovea's named actors (as fovea.workers.serving)
 # Failures of the machine or process, not of the user's job: retried from the checkpoint.
 _RETRYABLE = (WorkerCrashedError, NodeDiedError, ObjectLostError, OutOfMemoryError, RayActorError)
 
@@ -131,7 +132,11 @@ class RayBackend:
         cancel_grace_s: float = 15.0,
     ) -> None:
         if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+            kwargs: dict[str, Any] = {
+                "include_dashboard": False,
+                "log_to_driver": True,
+                "namespace": NAMESPACE,
+            }
             if address:
                 kwargs["address"] = address
             else:
@@ -143,10 +148,14 @@ class RayBackend:
                 os.environ.setdefault("RAY_worker_niceness", "0")
             ray.init(**kwargs)
         self.cancel_grace_s = cancel_grace_s
-        try:
-            self.board = ray.get_actor(BOARD_NAME)
-        except ValueError:
-            self.board = StatusBoard.options(name=BOARD_NAME, get_if_exists=True).remote()
+        # On a cluster of its own the board outlives this scheduler (detached): the next one
+        # finds it, and with it fences off the workers of attempts it gave up on.
+        self.board = StatusBoard.options(
+            name=BOARD_NAME,
+            namespace=NAMESPACE,
+            get_if_exists=True,
+            lifetime="detached" if address else None,
+        ).remote()
 
     def capacity(self) -> tuple[float, float]:
         res = ray.cluster_resources()
