@@ -74,6 +74,8 @@ def _after_flush(session: Session, _context: Any) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a SAVEPOINT released: the transaction goes on
     session.info.pop(_NOTIFIED, None)
     if session.info.pop(_FLAG, False):
         LOCAL.notify()
@@ -81,6 +83,8 @@ def _after_commit(session: Session) -> None:
 
 @event.listens_for(Session, "after_rollback")
 def _after_rollback(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # back to a SAVEPOINT: what was flushed before it still counts
     session.info.pop(_FLAG, None)
     session.info.pop(_NOTIFIED, None)
 
