@@ -41,6 +41,8 @@ from fovea.workers.types import WorkerJob
 
 log = logging.getLogger(__name__)
 
+UNFIT_CHECK_S = 10.0
+
 
 class Scheduler:
     def __init__(
@@ -63,6 +65,7 @@ class Scheduler:
         self.handles: dict[str, Handle] = {}
         self.runs = RunCloser(sessions=sessions, reads=self.reads, settings=settings)
         self._warned_unfit: set[str] = set()
+        self._unfit_checked: tuple[svc.Capacity | None, float] = (None, 0.0)
         self._renewed_at = 0.0
         self._draining = threading.Event()
         self._stop = threading.Event()
@@ -177,6 +180,7 @@ class Scheduler:
                 )
             ).all()
         states = {job_id: (state, cancel) for job_id, state, cancel in rows}
+        ended: list[tuple[str, Outcome]] = []
         for job_id, handle in list(self.handles.items()):
             state, cancel = states.get(job_id, (None, False))
             if state is not JobState.RUNNING:
@@ -184,19 +188,26 @@ class Scheduler:
             elif cancel:
                 self.backend.cancel(handle)
             outcome = self.backend.poll(handle)
-            if outcome is None:
-                continue
-            del self.handles[job_id]
-            self._record(job_id, outcome)
+            if outcome is not None:
+                ended.append((job_id, outcome))
+        if ended:
+            self._record(ended)  # raises before forgetting: the next tick polls them again
+            for job_id, _ in ended:
+                del self.handles[job_id]
 
-    def _record(self, job_id: str, outcome: Outcome) -> None:
+    def _record(self, ended: list[tuple[str, Outcome]]) -> None:
+        """The outcomes of one tick, in one transaction."""
+        end_runs = False
         with transaction(self.sessions) as session:
-            job = session.get(Job, job_id)
-            if job is None or job.state is not JobState.RUNNING or job.lease_owner != self.owner:
-                return  # another scheduler recovered it meanwhile: its outcome, not ours
-            svc.record_outcome(session=session, job=job, outcome=outcome, backoff=self.backoff)
-            end_run = job.run_end_pending
-        if end_run:
+            for job_id, outcome in ended:
+                job = session.get(Job, job_id)
+                if job is None or job.state is not JobState.RUNNING:
+                    continue
+                if job.lease_owner != self.owner:
+                    continue  # another scheduler recovered it meanwhile: its outcome, not ours
+                svc.record_outcome(session=session, job=job, outcome=outcome, backoff=self.backoff)
+                end_runs = end_runs or job.run_end_pending is not None
+        if end_runs:
             self.runs.notify()
 
     def _recover_expired(self) -> None:
@@ -263,7 +274,12 @@ class Scheduler:
         return False
 
     def _warn_unfit(self, total: svc.Capacity) -> None:
-        """Say once, in its events, why a job asking for more than the cluster has waits."""
+        """Say once, in its events, why a job asking for more than the cluster has waits
+        (looked for when the cluster's size changes, and every UNFIT_CHECK_S)."""
+        now = time.monotonic()
+        if total == self._unfit_checked[0] and now - self._unfit_checked[1] < UNFIT_CHECK_S:
+            return
+        self._unfit_checked = (total, now)
         with self.reads() as session:
             unfit = [
                 job.id
@@ -291,14 +307,17 @@ class Scheduler:
         """A read: is there a queued job past its backoff that fits what is free now?"""
         with self.reads() as session:
             free = total.minus(svc.running_usage(session=session))
-            smallest = session.execute(
-                select(func.min(Job.cpus), func.min(Job.gpus)).where(
-                    Job.state == JobState.QUEUED, svc.claimable(utcnow())
+            fitting = (
+                select(Job.id)
+                .where(
+                    Job.state == JobState.QUEUED,
+                    svc.claimable(utcnow()),
+                    Job.cpus <= free.cpus + 1e-9,
+                    Job.gpus <= free.gpus + 1e-9,
                 )
-            ).one()
-        if smallest[0] is None:
-            return False
-        return smallest[0] <= free.cpus + 1e-9 and smallest[1] <= free.gpus + 1e-9
+                .limit(1)
+            )
+            return session.scalar(fitting) is not None
 
     def _dispatch(self) -> None:
         total = svc.Capacity(*self.backend.capacity())
