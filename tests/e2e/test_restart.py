@@ -91,7 +91,12 @@ def test_sigkill_of_the_scheduler_then_restart_finishes_once(tmp_path: Path) -> 
     stack.start()
     try:
         job_id = stack.http.post("/jobs", json=spec(max_retries=1)).json()["id"]
-        wait_progress(stack, job_id, epoch=2)  # a checkpoint exists (after epoch 1)
+        run_id = wait_progress(stack, job_id, epoch=2)["mlflow_run_id"]  # a checkpoint exists
+        client = mlflow(stack.home)
+        deadline = time.monotonic() + 60  # and epoch 1's points reached MLflow (2 s flushes):
+        while not client.get_metric_history(run_id, "val/loss"):  # the kill loses no point
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
         assert stack.proc is not None
         stack.proc.send_signal(signal.SIGKILL)
         stack.proc.wait(30)
@@ -109,7 +114,6 @@ def test_sigkill_of_the_scheduler_then_restart_finishes_once(tmp_path: Path) -> 
     assert any("is gone" in e["message"] for e in job["events"]), job["events"]
     resumed = [e for e in job["events"] if e["kind"] == "resumed"]
     assert resumed and resumed[0]["data"]["epoch"] >= 1, "not resumed from its checkpoint"
-    client = mlflow(stack.home)
     run = client.get_run(job["mlflow_run_id"])
     assert run.info.status == "FINISHED"
     for key in ("train/loss", "val/loss"):
