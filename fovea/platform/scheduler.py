@@ -67,6 +67,7 @@ class Scheduler:
         self._warned_unfit: set[str] = set()
         self._unfit_checked: tuple[svc.Capacity | None, float] = (None, 0.0)
         self._renewed_at = 0.0
+        self._woken = True  # the last sleep ended by a notify (a commit: maybe a new job)
         self._draining = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -115,7 +116,7 @@ class Scheduler:
             except Exception:
                 log.exception("scheduler tick failed; retrying")
                 sleep = self.settings.scheduler_interval_s
-            self.wake.wait(sleep)
+            self._woken = self.wake.wait(sleep)
 
     # --- one pass ------------------------------------------------------------------------
     def tick(self) -> float:
@@ -275,9 +276,11 @@ class Scheduler:
 
     def _warn_unfit(self, total: svc.Capacity) -> None:
         """Say once, in its events, why a job asking for more than the cluster has waits
-        (looked for when the cluster's size changes, and every UNFIT_CHECK_S)."""
+        (looked for after a commit woke this scheduler, when the cluster's size changes,
+        and every UNFIT_CHECK_S)."""
         now = time.monotonic()
-        if total == self._unfit_checked[0] and now - self._unfit_checked[1] < UNFIT_CHECK_S:
+        same = total == self._unfit_checked[0] and now - self._unfit_checked[1] < UNFIT_CHECK_S
+        if same and not self._woken:
             return
         self._unfit_checked = (total, now)
         with self.reads() as session:
