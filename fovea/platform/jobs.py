@@ -278,14 +278,18 @@ def claim_jobs(
 ) -> list[Job]:
     """Claim queued jobs, highest priority first and FIFO within a priority, that fit `free`.
 
-    Atomic on every backend: PostgreSQL locks candidate rows with FOR UPDATE SKIP LOCKED,
-    SQLite (one writer at a time) uses a compare-and-set UPDATE ... WHERE state='queued'.
+    Atomic on every backend: PostgreSQL locks candidate rows with FOR UPDATE SKIP LOCKED
+    (re-checked against the newest row version after the lock), SQLite runs write
+    transactions one at a time (BEGIN IMMEDIATE), so the rows read are the rows written.
     The caller commits; claimed jobs are RUNNING with a lease owned by `owner`.
     """
     order = (Job.priority.desc(), Job.submitted_at.asc(), Job.id.asc())
     now = utcnow()
     stmt = (
-        select(Job).where(Job.state == JobState.QUEUED, claimable(now)).order_by(*order).limit(200)
+        select(Job)
+        .where(Job.state == JobState.QUEUED, claimable(now))
+        .order_by(*order)
+        .limit(max(64, 4 * limit))
     )
     if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
@@ -306,20 +310,10 @@ def claim_jobs(
             continue
         if project_quota > 0 and running_by_project.get(job.project, 0) >= project_quota:
             continue
-        won = session.execute(
-            update(Job)
-            .where(Job.id == job.id, Job.state == JobState.QUEUED)
-            .values(
-                lease_owner=owner,
-                lease_expires_at=now + lease,
-                not_before=None,
-                run_end_pending=None,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        if won.rowcount != 1:
-            continue  # another scheduler took it
-        session.refresh(job)
+        job.lease_owner = owner
+        job.lease_expires_at = now + lease
+        job.not_before = None
+        job.run_end_pending = None  # the new attempt resumes the run: RUNNING again
         transition(
             session=session,
             job=job,

@@ -200,8 +200,10 @@ class Scheduler:
         """The outcomes of one tick, in one transaction."""
         end_runs = False
         with transaction(self.sessions) as session:
+            ids = [job_id for job_id, _ in ended]
+            jobs = {j.id: j for j in session.scalars(select(Job).where(Job.id.in_(ids)))}
             for job_id, outcome in ended:
-                job = session.get(Job, job_id)
+                job = jobs.get(job_id)
                 if job is None or job.state is not JobState.RUNNING:
                     continue
                 if job.lease_owner != self.owner:
