@@ -26,6 +26,13 @@ from fovea.workers.types import WorkerJob
 log = logging.getLogger(__name__)
 
 BOARD_NAME = "fovea-status-board"
+EMBEDDED_RAY_ENV = {
+    "RAY_enable_metrics_collection": "0",
+    "RAY_prestart_worker_first_driver": "0",
+    "RAY_task_events_report_interval_ms": "60000",
+    "RAY_event_stats": "0",
+    "RAY_num_workers_soft_limit": "0",
+}
 NAMESPACE = "fovea"  # the Ray namespace of Fovea's named actors (as fovea.workers.serving)
 # Failures of the machine or process, not of the user's job: retried from the checkpoint.
 _RETRYABLE = (WorkerCrashedError, NodeDiedError, ObjectLostError, OutOfMemoryError, RayActorError)
@@ -146,16 +153,30 @@ class RayBackend:
                 # Ray runs workers at nice 15, so on a small machine every burst of the
                 # control plane (raylet, this process) preempts training; run them at 0.
                 os.environ.setdefault("RAY_worker_niceness", "0")
+                # Only what the embedded default needs, so an idle stack costs little
+                # (bench/idle.py): no metrics export (the Ray dashboard is off), no idle
+                # worker started ahead of a job, task events batched rarely, idle workers
+                # left after a job exit (each costs ~1% of a core doing nothing).
+                for name, value in EMBEDDED_RAY_ENV.items():
+                    os.environ.setdefault(name, value)
             ray.init(**kwargs)
         self.cancel_grace_s = cancel_grace_s
-        # On a cluster of its own the board outlives this scheduler (detached): the next one
-        # finds it, and with it fences off the workers of attempts it gave up on.
-        self.board = StatusBoard.options(
-            name=BOARD_NAME,
-            namespace=NAMESPACE,
-            get_if_exists=True,
-            lifetime="detached" if address else None,
-        ).remote()
+        self.detached = bool(address)
+        self._board: Any = None
+
+    @property
+    def board(self) -> Any:
+        """The StatusBoard actor, made on first use (an idle stack runs no actor). On a
+        cluster of its own it outlives this scheduler (detached): the next one finds it,
+        and with it fences off the workers of attempts it gave up on."""
+        if self._board is None:
+            self._board = StatusBoard.options(
+                name=BOARD_NAME,
+                namespace=NAMESPACE,
+                get_if_exists=True,
+                lifetime="detached" if self.detached else None,
+            ).remote()
+        return self._board
 
     def capacity(self) -> tuple[float, float]:
         res = ray.cluster_resources()
@@ -208,7 +229,9 @@ class RayBackend:
             self.board.cancel.remote(handle.job_id)
 
     def drain_status(self) -> dict[str, dict[str, Any]]:
-        return ray.get(self.board.drain.remote(), timeout=30)
+        if self._board is None:
+            return {}
+        return ray.get(self._board.drain.remote(), timeout=30)
 
     def shutdown(self) -> None:
         if ray.is_initialized():
