@@ -5,7 +5,7 @@ and the first ticks), then reads the CPU seconds (user + system, from /proc) of 
 and every process under it over `--seconds` s, and prints the share of one core, split by
 process, with the load average before and after. Goal: under 1% of one core.
 
-    python bench/idle.py [--seconds 30] [--settle 20]
+    python bench/idle.py [--seconds 30] [--settle 20] [--after-job]
 """
 
 from __future__ import annotations
@@ -24,6 +24,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.stack import REPO, TOKEN, free_port
 
 TICKS = os.sysconf("SC_CLK_TCK")
+TINY_JOB = {
+    "name": "idle-bench",
+    "task": "classification",
+    "dataset": {"uri": "builtin://digits"},
+    "model": {"arch": "smallcnn"},
+    "train": {"epochs": 1, "image_size": 16, "batch_size": 64},
+    "resources": {"cpus": 1},
+}
 
 
 def load() -> str:
@@ -78,6 +86,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--settle", type=float, default=20.0)
+    parser.add_argument(
+        "--after-job", action="store_true", help="run one tiny job first, then measure"
+    )
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="fovea-idle-"))
     port = free_port()
@@ -103,6 +114,17 @@ def main() -> None:
             if time.monotonic() > deadline or server.poll() is not None:
                 raise SystemExit(f"fovea up did not start; see {home / 'server.log'}")
             time.sleep(0.5)
+        if args.after_job:
+            http = httpx.Client(
+                base_url=f"http://127.0.0.1:{port}",
+                headers={"Authorization": f"Bearer {TOKEN}"},
+                timeout=60,
+            )
+            job = http.post("/jobs", json=TINY_JOB).json()
+            while job["state"] not in ("succeeded", "failed", "cancelled"):
+                time.sleep(0.5)
+                job = http.get(f"/jobs/{job['id']}").json()
+            print(f"after one tiny job ({job['state']})")
         time.sleep(args.settle)
         load_before = load()
         before = tree(server.pid)
