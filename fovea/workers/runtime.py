@@ -19,6 +19,7 @@ from fovea.tasks import DataConfig, ModelConfig, UserError, get_task
 from fovea.tasks.engine import fit, select_device
 from fovea.tasks.plots import training_curves_png
 from fovea.workers import retraining
+from fovea.workers.failures import OutcomeKind, classify_exception
 from fovea.workers.types import JobResult, WorkerJob
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,11 @@ class BoardReporter:
     waited on by the training loop (see `push`).
     """
 
-    def __init__(self, *, job_id: str, board: Any, logger: Any, interval_s: float = 1.0) -> None:
+    def __init__(
+        self, *, job_id: str, board: Any, logger: Any, interval_s: float = 1.0, attempt: int = 0
+    ) -> None:
         self.job_id = job_id
+        self.attempt = attempt
         self.board = board
         self.logger = logger
         self.interval_s = interval_s
@@ -89,7 +93,7 @@ class BoardReporter:
             events, self._events = self._events, []
         self._last_push = time.monotonic()
         try:
-            ref = self.board.push.remote(self.job_id, self._progress, events)
+            ref = self.board.push.remote(self.job_id, self._progress, events, self.attempt)
         except Exception:  # the control plane being away must not kill training
             log.warning("status push failed for job %s", self.job_id, exc_info=True)
             self._requeue(events)
@@ -126,7 +130,7 @@ def run_job(job: WorkerJob, *, board: Any) -> JobResult:
 
     started = time.monotonic()
     torch.set_num_threads(max(1, int(job.cpus)))
-    reporter = BoardReporter(job_id=job.job_id, board=board, logger=None)
+    reporter = BoardReporter(job_id=job.job_id, board=board, logger=None, attempt=job.attempt)
     logger = None
     try:
         task = get_task(job.task, train=job.train)
@@ -247,10 +251,10 @@ def run_job(job: WorkerJob, *, board: Any) -> JobResult:
             },
         )
     except UserError as exc:
-        return _failed(logger, reporter, str(exc))
-    except Exception as exc:  # a bug or an environment problem: fail with the reason
+        return _failed(logger, reporter, str(exc), OutcomeKind.USER_ERROR)
+    except Exception as exc:  # a bug or an environment problem: the policy tells which
         log.error("job %s crashed:\n%s", job.job_id, traceback.format_exc())
-        return _failed(logger, reporter, f"{type(exc).__name__}: {exc}")
+        return _failed(logger, reporter, f"{type(exc).__name__}: {exc}", classify_exception(exc))
 
 
 def _log_reference(
@@ -280,7 +284,7 @@ def _log_reference(
     )
 
 
-def _failed(logger: Any, reporter: BoardReporter, error: str) -> JobResult:
+def _failed(logger: Any, reporter: BoardReporter, error: str, kind: OutcomeKind) -> JobResult:
     run_id = None
     if logger is not None:
         run_id = logger.run_id
@@ -290,7 +294,7 @@ def _failed(logger: Any, reporter: BoardReporter, error: str) -> JobResult:
         except Exception:
             log.warning("could not close the MLflow run", exc_info=True)
     reporter.push(wait=True)
-    return JobResult(status="failed", error=error, mlflow_run_id=run_id)
+    return JobResult(status="failed", error=error, mlflow_run_id=run_id, failure=kind.value)
 
 
 def _resolve_weights(job: WorkerJob) -> ModelConfig:

@@ -20,7 +20,9 @@ class SlowBoard:
         self.progress: list[dict] = []
         self.cancel = False
 
-    def push(self, job_id: str, progress: dict | None, events: list[dict]) -> bool:
+    def push(
+        self, job_id: str, progress: dict | None, events: list[dict], attempt: int = 0
+    ) -> bool:
         time.sleep(self.delay_s)
         if progress is not None:
             self.progress.append(progress)
