@@ -1,4 +1,4 @@
-"""The `fovea` command: up, submit, jobs, status, cancel, models, schedules, demo."""
+"""The `fovea` command: up, api, scheduler, submit, jobs, status, cancel, models, demo."""
 
 from __future__ import annotations
 
@@ -66,6 +66,44 @@ def up(
     console.print(f"Fovea API on [bold]{settings.base_url}[/bold]  (token: {where})")
     console.print(f"job store {settings.db_url}\nMLflow    {settings.tracking_uri}")
     serve(settings, with_scheduler=scheduler)
+
+
+def _serving_settings(host: str | None, port: int | None) -> Settings:
+    import logging
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    overrides: dict[str, Any] = {k: v for k, v in {"host": host, "port": port}.items() if v}
+    settings = Settings(**overrides)
+    settings.ensure_home()
+    return settings
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="bind address (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default 8742)")] = None,
+) -> None:
+    """Start the API alone (no scheduler, no Ray): run as many as you like, with
+    `fovea scheduler` beside them, all configured by the same FOVEA_* environment."""
+    from fovea.platform.server import serve
+
+    settings = _serving_settings(host, port)
+    settings.resolve_token(create=True)
+    console.print(f"Fovea API on [bold]{settings.base_url}[/bold]; job store {settings.db_url}")
+    serve(settings, with_scheduler=False)
+
+
+@app.command()
+def scheduler() -> None:
+    """Start a scheduler alone (Ray at FOVEA_RAY_ADDRESS, or a local one); several may share
+    a PostgreSQL store. SIGTERM drains: no new claims, running jobs finish or are handed back."""
+    from fovea.platform.server import run_scheduler
+
+    settings = _serving_settings(None, None)
+    console.print(f"Fovea scheduler; job store {settings.db_url}, MLflow {settings.tracking_uri}")
+    run_scheduler(settings)
 
 
 @app.command()
