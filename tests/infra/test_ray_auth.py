@@ -123,7 +123,8 @@ def head() -> Iterator[Head]:
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard}",
         ],
-        _env(root, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token),
+        # node=True: a head started with Ray's single-host switch serves loopback only
+        _env(root, node=True, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token),
         root / "head.log",
     )
     try:
