@@ -22,14 +22,21 @@ log = logging.getLogger(__name__)
 
 
 def _prepare_tracking(settings: Settings) -> None:
+    import fcntl
+
     from fovea.tracking import prepare_store
 
     # Schema and experiment before the first job: a one-time cost, not a per-job one.
-    prepare_store(
-        tracking_uri=settings.tracking_uri,
-        experiment=settings.mlflow_experiment,
-        artifact_root=settings.artifact_root,
-    )
+    # Processes started together on one home (`fovea api` x n, `fovea scheduler`) take
+    # turns: MLflow's SQLite schema migration is not safe to run twice at once.
+    settings.ensure_home()
+    with open(settings.home / ".prepare-tracking.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        prepare_store(
+            tracking_uri=settings.tracking_uri,
+            experiment=settings.mlflow_experiment,
+            artifact_root=settings.artifact_root,
+        )
 
 
 def _ray_backend(settings: Settings):  # type: ignore[no-untyped-def]
