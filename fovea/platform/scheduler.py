@@ -125,6 +125,9 @@ class Scheduler:
         if self.handles:
             self._apply_status()
             self._reconcile()
+            if not self.handles:  # the last one ended: what its worker said last, then rest
+                self._apply_status()
+                self.backend.release()
         self._recover_expired()
         if not self._draining.is_set():
             self._fire_schedules()
