@@ -129,14 +129,11 @@ def run_scheduler(settings: Settings, *, backend=None) -> None:  # type: ignore[
     log.info("scheduler %s started (store %s)", scheduler.owner, settings.db_url)
     while not signals.wait(1.0):
         pass
-    log.info(
-        "draining: waiting up to %.0f s for %d running job(s)",
-        settings.drain_timeout_s,
-        len(scheduler.handles),
-    )
+    log.info("draining: running jobs get up to %.0f s to finish", settings.drain_timeout_s)
     deadline = settings.drain_timeout_s
-    while deadline > 0 and scheduler.handles and not hurry.is_set():
-        scheduler.wait_drained(min(1.0, deadline))
+    while deadline > 0 and not hurry.is_set():
+        if scheduler.wait_drained(min(1.0, deadline)):
+            break
         deadline -= 1.0
     monitor.stop()
     scheduler.stop(hand_back=True)
