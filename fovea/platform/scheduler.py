@@ -69,6 +69,7 @@ class Scheduler:
         self._renewed_at = 0.0
         self._woken = True  # the last sleep ended by a notify (a commit: maybe a new job)
         self._draining = threading.Event()
+        self._drain_tick = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._listener = Listener(settings.db_url, wake, sqlite_check_s=settings.sqlite_check_s)
@@ -85,15 +86,22 @@ class Scheduler:
         """No new claims nor fires; running jobs go on (see `stop`)."""
         if not self._draining.is_set():
             log.info("scheduler %s draining: no new claims", self.owner)
+            self._drain_tick = self.ticks
         self._draining.set()
         self.wake.notify()
 
     def wait_drained(self, timeout: float) -> bool:
-        """Wait until this scheduler runs nothing (True) or `timeout` passes (False)."""
+        """Wait until this scheduler runs nothing (True) or `timeout` passes (False). A tick
+        that was dispatching when the drain began is waited for: its jobs count too."""
         deadline = time.monotonic() + timeout
-        while self.handles and time.monotonic() < deadline:
-            time.sleep(0.2)
-        return not self.handles
+
+        def busy() -> bool:
+            in_flight = self._thread is not None and self.ticks < self._drain_tick + 2
+            return in_flight or bool(self.handles)
+
+        while busy() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return not busy()
 
     def stop(self, timeout: float = 10.0, *, hand_back: bool = True) -> None:
         """Stop the loop; with `hand_back`, jobs still running are asked to stop and put
@@ -125,6 +133,9 @@ class Scheduler:
         if self.handles:
             self._apply_status()
             self._reconcile()
+            if not self.handles:  # the last one ended: what its worker said last, then rest
+                self._apply_status()
+                self.backend.release()
         self._recover_expired()
         if not self._draining.is_set():
             self._fire_schedules()

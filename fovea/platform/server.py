@@ -22,14 +22,21 @@ log = logging.getLogger(__name__)
 
 
 def _prepare_tracking(settings: Settings) -> None:
+    import fcntl
+
     from fovea.tracking import prepare_store
 
     # Schema and experiment before the first job: a one-time cost, not a per-job one.
-    prepare_store(
-        tracking_uri=settings.tracking_uri,
-        experiment=settings.mlflow_experiment,
-        artifact_root=settings.artifact_root,
-    )
+    # Processes started together on one home (`fovea api` x n, `fovea scheduler`) take
+    # turns: MLflow's SQLite schema migration is not safe to run twice at once.
+    settings.ensure_home()
+    with open(settings.home / ".prepare-tracking.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        prepare_store(
+            tracking_uri=settings.tracking_uri,
+            experiment=settings.mlflow_experiment,
+            artifact_root=settings.artifact_root,
+        )
 
 
 def _ray_backend(settings: Settings):  # type: ignore[no-untyped-def]
@@ -122,14 +129,11 @@ def run_scheduler(settings: Settings, *, backend=None) -> None:  # type: ignore[
     log.info("scheduler %s started (store %s)", scheduler.owner, settings.db_url)
     while not signals.wait(1.0):
         pass
-    log.info(
-        "draining: waiting up to %.0f s for %d running job(s)",
-        settings.drain_timeout_s,
-        len(scheduler.handles),
-    )
+    log.info("draining: running jobs get up to %.0f s to finish", settings.drain_timeout_s)
     deadline = settings.drain_timeout_s
-    while deadline > 0 and scheduler.handles and not hurry.is_set():
-        scheduler.wait_drained(min(1.0, deadline))
+    while deadline > 0 and not hurry.is_set():
+        if scheduler.wait_drained(min(1.0, deadline)):
+            break
         deadline -= 1.0
     monitor.stop()
     scheduler.stop(hand_back=True)

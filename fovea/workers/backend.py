@@ -124,6 +124,8 @@ class Backend(Protocol):
 
     def drain_status(self) -> dict[str, dict[str, Any]]: ...
 
+    def release(self) -> None: ...  # nothing runs now: free what idles
+
     def shutdown(self) -> None: ...
 
 
@@ -227,6 +229,13 @@ class RayBackend:
         if handle.cancel_sent_at is None:
             handle.cancel_sent_at = time.monotonic()
             self.board.cancel.remote(handle.job_id)
+
+    def release(self) -> None:
+        """Nothing runs: stop the embedded StatusBoard (an idle actor costs ~1% of a core);
+        the next submit makes a new one. A detached board (a cluster of its own) stays."""
+        if self._board is not None and not self.detached:
+            ray.kill(self._board)
+            self._board = None
 
     def drain_status(self) -> dict[str, dict[str, Any]]:
         if self._board is None:

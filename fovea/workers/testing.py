@@ -36,6 +36,7 @@ class FakeBackend:
         self.cancelled: set[str] = set()
         self.in_use = [0.0, 0.0]
         self.max_in_use = [0.0, 0.0]
+        self.released = 0  # times the scheduler said nothing runs
         self.status: dict[str, dict[str, Any]] = {}  # what drain_status hands out next
 
     def capacity(self) -> tuple[float, float]:
@@ -74,6 +75,9 @@ class FakeBackend:
         with self._lock:
             out, self.status = self.status, {}
         return out
+
+    def release(self) -> None:
+        self.released += 1
 
     def shutdown(self) -> None:
         return None
