@@ -20,6 +20,7 @@ from ray.exceptions import (
     WorkerCrashedError,
 )
 
+from fovea.workers import distributed
 from fovea.workers.types import JobResult, WorkerJob
 
 log = logging.getLogger(__name__)
@@ -129,10 +130,13 @@ class RayBackend:
 
     def submit(self, job: WorkerJob) -> Handle:
         ray.get(self.board.forget.remote(job.job_id))
-        ref = _run_job_remote.options(
-            num_cpus=job.cpus, num_gpus=job.gpus, name=f"fovea-job-{job.job_id}"
-        ).remote(job, self.board)
-        return Handle(job.job_id, job.attempt, ref, job.cpus, job.gpus)
+        if job.workers > 1:  # data-parallel under Ray Train: its workers hold the resources
+            ref = distributed.start(job, self.board)
+        else:
+            ref = _run_job_remote.options(
+                num_cpus=job.cpus, num_gpus=job.gpus, name=f"fovea-job-{job.job_id}"
+            ).remote(job, self.board)
+        return Handle(job.job_id, job.attempt, ref, job.cpus * job.workers, job.gpus * job.workers)
 
     def poll(self, handle: Handle) -> Outcome | None:
         """None while the job runs; an Outcome once it has ended one way or another."""
