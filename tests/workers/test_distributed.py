@@ -46,14 +46,21 @@ def backend() -> Any:
     ray.shutdown()
 
 
-def make_job(home: Path, name: str, *, workers: int, register: bool = False) -> WorkerJob:
+def make_job(
+    home: Path, name: str, *, workers: int, register: bool = False, image_size: int = 16
+) -> WorkerJob:
     spec = JobSpec.model_validate(
         {
             "name": name,
             "task": "classification",
             "dataset": {"uri": "builtin://digits"},
             "model": {"arch": "smallcnn"},
-            "train": {**TRAIN, **TRAIN_ONLY, "early_stopping_patience": None},
+            "train": {
+                **TRAIN,
+                **TRAIN_ONLY,
+                "image_size": image_size,
+                "early_stopping_patience": None,
+            },
             "resources": {"workers": workers, "cpus": 2 / workers},
             "max_retries": 2,
             **({} if register else {"register_as": None}),
@@ -125,19 +132,21 @@ def test_two_workers_reach_the_metric_of_one(backend: RayBackend, home: Path) ->
 def test_a_killed_worker_restarts_the_group_from_the_checkpoint(
     backend: RayBackend, home: Path
 ) -> None:
-    job = make_job(home, "killed-worker", workers=2)
+    job = make_job(home, "killed-worker", workers=2, image_size=32)  # epochs of seconds
     killed: dict[str, int] = {}
 
     def kill_rank_1_mid_epoch_2(progress: dict[str, Any] | None, events: list) -> None:
-        if killed or progress is None or progress["epoch"] != 2 or progress["step"] < 5:
+        if killed or progress is None or progress["epoch"] < 2:
             return
+        if progress["step"] >= progress["steps"] - 2:
+            return  # too near the epoch's end to be sure the kill lands inside it
         pid = next(
             e["data"]["pid"]
             for e in events
             if e["kind"] == "worker_started" and e["data"]["rank"] == 1
         )
         os.kill(pid, signal.SIGKILL)
-        killed.update(pid=pid, step=progress["step"])
+        killed.update(pid=pid, epoch=progress["epoch"], step=progress["step"])
 
     result, events = run_to_end(backend, job, on_status=kill_rank_1_mid_epoch_2)
     assert killed, "the job ended before the kill"
@@ -145,7 +154,8 @@ def test_a_killed_worker_restarts_the_group_from_the_checkpoint(
     kinds = [e["kind"] for e in events]
     assert kinds.count("worker_started") == 4  # 2 ranks, twice
     resumed = [e for e in events if e["kind"] == "resumed"]
-    assert [e["data"]["epoch"] for e in resumed] == [1]  # from epoch 1's checkpoint
+    # from the checkpoint of the epoch before the one the kill landed in
+    assert [e["data"]["epoch"] for e in resumed] == [killed["epoch"] - 1], killed
     # the same MLflow run throughout, one point per step
     for key in ("train/loss", "val/top1", "epoch/train_loss"):
         steps = metric_steps(result.mlflow_run_id, home, key)
