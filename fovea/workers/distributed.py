@@ -25,6 +25,7 @@ Inside the group:
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -195,10 +196,20 @@ def _train_worker(loop: dict[str, Any]) -> None:
         outcome = {"status": "user_error", "error": str(exc)}
     if rank == 0:
         (local / OUTCOME_NAME).write_text(json.dumps(outcome))
-        if hasattr(reporter, "push"):
-            reporter.push()
+        _push_now(reporter)
     report({"outcome": outcome["status"]})
     shutil.rmtree(local, ignore_errors=True)
+
+
+def _push_now(reporter: Any) -> None:
+    """Send rank 0's last events (early stop, cancel) before the group ends."""
+    push = getattr(reporter, "push", None)
+    if push is None:
+        return
+    if "wait" in inspect.signature(push).parameters:
+        push(wait=True)  # a reporter that sends in the background: wait for it here
+    else:
+        push()
 
 
 def _announce(board: Any, job: WorkerJob, rank: int) -> None:
