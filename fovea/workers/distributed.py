@@ -19,6 +19,9 @@ Inside the group:
   the job's `max_retries` times; every rank resumes via `ray.train.get_checkpoint()` and
   rank 0 continues the same MLflow run, whose logger skips steps it already holds, so the
   metric history has one point per step;
+- a checkpoint counts once Ray Train's controller has collected every rank's report (it
+  polls every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, 2 s by default): a worker dying within
+  that window resumes the group from the checkpoint before;
 - a scheduler retry of the job (a new attempt) finds the same run folder and resumes too;
 - the last report carries the outcome (finished, cancelled or a user error).
 """
