@@ -57,8 +57,8 @@ def create_job(
         state=JobState.QUEUED,
         attempt=0,
         max_retries=spec.max_retries,
-        cpus=spec.resources.cpus,
-        gpus=spec.resources.gpus,
+        cpus=spec.resources.total_cpus,  # all workers: what admission counts
+        gpus=spec.resources.total_gpus,
         spec=spec.model_dump(mode="json"),
         spec_hash=spec_hash,
         idempotency_key=idempotency_key,

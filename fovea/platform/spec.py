@@ -79,7 +79,9 @@ class AugmentSpec(_Strict):
 
 class TrainSpec(_Strict):
     epochs: int = Field(ge=1, le=10_000)
-    batch_size: int = Field(32, ge=1, le=8192)
+    batch_size: int = Field(
+        32, ge=1, le=8192, description="global: split evenly over resources.workers"
+    )
     lr: float = Field(1e-3, gt=0.0, le=10.0)
     weight_decay: float = Field(0.05, ge=0.0, le=10.0)
     optimizer: Literal["adamw", "sgd"] = "adamw"
@@ -109,8 +111,21 @@ class TrainSpec(_Strict):
 
 
 class ResourcesSpec(_Strict):
-    cpus: float = Field(1.0, gt=0.0, le=1024.0)
-    gpus: float = Field(0.0, ge=0.0, le=64.0)
+    """What one job asks of the Ray cluster: `workers` processes, each with `cpus` and
+    `gpus`. More than one worker trains data-parallel (DDP) under Ray Train; the scheduler
+    counts workers x per-worker resources against the cluster."""
+
+    workers: int = Field(1, ge=1, le=256, description="data-parallel training processes")
+    cpus: float = Field(1.0, gt=0.0, le=1024.0, description="per worker")
+    gpus: float = Field(0.0, ge=0.0, le=64.0, description="per worker")
+
+    @property
+    def total_cpus(self) -> float:
+        return self.cpus * self.workers
+
+    @property
+    def total_gpus(self) -> float:
+        return self.gpus * self.workers
 
 
 class PromotionSpec(_Strict):
@@ -152,6 +167,15 @@ class JobSpec(_Strict):
         if isinstance(value, str) and value not in TASK_NAMES:
             raise ValueError(f"unknown task {value!r}; valid tasks: {', '.join(TASK_NAMES)}")
         return value
+
+    @model_validator(mode="after")
+    def _global_batch_splits(self) -> JobSpec:
+        if self.train.batch_size % self.resources.workers:
+            raise ValueError(
+                f"train.batch_size ({self.train.batch_size}) is the global batch and must be a "
+                f"multiple of resources.workers ({self.resources.workers})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _default_registered_name(self) -> JobSpec:

@@ -131,15 +131,19 @@ def _check_model(model: ModelSpec, info: TaskInfo) -> None:
 
 def _check_requests(spec: JobSpec, limits: JobLimits) -> None:
     asked = {  # field -> (value, limit, the setting that raises it)
-        "resources.cpus": (spec.resources.cpus, limits.cpus, "FOVEA_MAX_JOB_CPUS"),
-        "resources.gpus": (spec.resources.gpus, limits.gpus, "FOVEA_MAX_JOB_GPUS"),
+        # all workers together: the limits are per job
+        "resources.cpus": (spec.resources.total_cpus, limits.cpus, "FOVEA_MAX_JOB_CPUS"),
+        "resources.gpus": (spec.resources.total_gpus, limits.gpus, "FOVEA_MAX_JOB_GPUS"),
         "train.epochs": (spec.train.epochs, limits.epochs, "FOVEA_MAX_EPOCHS"),
         "train.image_size": (spec.train.image_size, limits.image_size, "FOVEA_MAX_IMAGE_SIZE"),
     }
+    workers = spec.resources.workers
     for field, (value, limit, setting) in asked.items():
         if value > limit:
+            many = workers > 1 and field.startswith("resources.")
+            what = f"{value:g}" + (f" ({workers} workers together)" if many else "")
             raise SpecError(
-                field, f"{value:g} is more than this platform allows per job ({limit:g}; {setting})"
+                field, f"{what} is more than this platform allows per job ({limit:g}; {setting})"
             )
 
 

@@ -23,8 +23,13 @@ checkpoint.py):
 - checkpoint_dir/last.pt is rewritten atomically after every epoch (modules, progress,
   history, best weights and best evaluation) and loads with `torch.load(weights_only=True)`.
   If it exists when `fit` starts, training resumes.
-- DDP seam: the loop works on a wrapped model (`unwrap` gives the module to save) and
-  calls `set_epoch` on a distributed sampler; one loop for one worker or many.
+- DDP seam (ddp.py): under an initialised torch.distributed group of N ranks the same loop
+  wraps the model in DistributedDataParallel, shards the training set, and reads
+  `TrainConfig.batch_size` as the GLOBAL batch (batch_size / N per rank); ranks agree every
+  step on cancel and non-finite losses; rank 0 writes the checkpoint. Reporter calls happen
+  on every rank: the caller gives ranks other than 0 a reporter that logs nothing.
+  `on_checkpoint(path, epoch)` runs on every rank after each epoch's checkpoint is written
+  (Ray Train's `report` hangs there).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,6 +50,7 @@ from torch.utils.data import DataLoader
 from fovea.tasks.base import DataBundle, EvalResult, Task, TrainConfig, UserError
 from fovea.tasks.checkpoint import decode_eval, encode_eval, load_checkpoint, save_checkpoint
 from fovea.tasks.checkpoint import unusable as unusable_checkpoint
+from fovea.tasks.ddp import Group
 from fovea.tasks.optim import WeightEma, build_optimizer, lr_factor
 
 LOG_EVERY_STEPS = 10
@@ -234,12 +240,14 @@ def fit(
     device: torch.device,
     checkpoint_dir: Path | None = None,
     reporter: Reporter = NullReporter(),
+    on_checkpoint: Callable[[Path | None, int], None] | None = None,
 ) -> FitResult:
     if len(data.train) == 0 or len(data.val) == 0:
         raise UserError(f"empty split: {len(data.train)} train, {len(data.val)} val samples")
     _seed_everything(config.seed)
-    model.to(device)
-    train_loader, val_loader, generator = make_loaders(data, config, device=device)
+    group = Group.current(device)
+    model = group.wrap(model.to(device), device)
+    train_loader, val_loader, generator = make_loaders(data, config, device=device, group=group)
     training = _training(model, config, device=device, steps_per_epoch=len(train_loader))
     path = checkpoint_dir / CHECKPOINT_NAME if checkpoint_dir is not None else None
     state, best, resumed_from = Progress(), Best(), None
@@ -255,7 +263,9 @@ def fit(
         if state.stopped_early:
             break
         _seed_epoch(config.seed, epoch, generator=generator, loader=train_loader)
-        losses = train_one_epoch(task, training, train_loader, epoch, config, meter, reporter)
+        losses = train_one_epoch(
+            task, training, train_loader, epoch, config, meter, reporter, group=group
+        )
         epoch_seconds = meter.end_epoch(complete=losses is not None)
         if losses is None:
             cancelled = True
@@ -270,14 +280,16 @@ def fit(
             "epoch_seconds": epoch_seconds,
             "train_images_per_s": meter.epoch_images / epoch_seconds,
         }
-        score = float(result.metrics[task.main_metric])
+        score = group.main_value(float(result.metrics[task.main_metric]))
         if state.record(row, score=score, patience=config.early_stopping_patience):
             best = Best(_cpu_state(training.eval_model), result)
         reporter.log_metrics(
             {_epoch_metric_name(k): v for k, v in row.items() if k != "epoch"}, step=epoch
         )
-        if path is not None:
+        if path is not None and group.is_main:
             save_checkpoint(path, _checkpoint(training, state, best, config))
+        if on_checkpoint is not None:
+            on_checkpoint(path, epoch)
         if state.stopped_early:
             reporter.event(
                 "early_stopped",
@@ -302,6 +314,41 @@ def fit(
     )
 
 
+def result_from_checkpoint(
+    path: Path, *, cancelled: bool, resumed_from_epoch: int | None, train_images_per_s: float
+) -> FitResult:
+    """What `fit` returned, rebuilt from the checkpoint it left (the caller that started a
+    DDP group reads rank 0's). No file: cancelled before the first epoch ended."""
+    if not path.is_file():
+        return FitResult(
+            metrics={},
+            eval=EvalResult(metrics={}),
+            history=[],
+            best_epoch=0,
+            epochs_run=0,
+            stopped_early=False,
+            cancelled=cancelled,
+            resumed_from_epoch=resumed_from_epoch,
+            train_images_per_s=train_images_per_s,
+            state_dict={},
+        )
+    checkpoint = load_checkpoint(path)
+    state = Progress(**checkpoint["progress"])
+    best = decode_eval(checkpoint["best_eval"])
+    return FitResult(
+        metrics=dict(best.metrics),
+        eval=best,
+        history=state.history,
+        best_epoch=state.best_epoch,
+        epochs_run=state.epoch,
+        stopped_early=state.stopped_early,
+        cancelled=cancelled,
+        resumed_from_epoch=resumed_from_epoch,
+        train_images_per_s=train_images_per_s,
+        state_dict=checkpoint["best_state_dict"] or checkpoint["model"],
+    )
+
+
 def train_one_epoch(
     task: Task,
     training: Training,
@@ -310,8 +357,11 @@ def train_one_epoch(
     config: TrainConfig,
     meter: ThroughputMeter,
     reporter: Reporter,
+    *,
+    group: Group = Group(),
 ) -> dict[str, float] | None:
-    """One pass over the training data; the epoch's mean losses, or None when cancelled."""
+    """One pass over the training data; the epoch's mean losses (this rank's), or None when
+    cancelled."""
     model, optimizer = training.model, training.optimizer
     device = next(model.parameters()).device
     steps = len(loader)
@@ -321,13 +371,22 @@ def train_one_epoch(
     window: dict[str, float] = {}
     step = 0
     for step, batch in enumerate(loader, start=1):
-        if reporter.should_stop():
-            return None
+        stop = reporter.should_stop()
         global_step = (epoch - 1) * steps + step
         batch = task.to_device(batch, device)
         with torch.autocast(device.type, dtype=torch.float16, enabled=training.use_amp):
             losses = task.compute_loss(model, batch)
-        values = _checked_values(losses, epoch=epoch, step=step, global_step=global_step)
+        values = _loss_values(losses)
+        # before backward: every rank must leave (or go on to the gradient all-reduce) together
+        stop, nonfinite, images = group.agree_step(
+            stop=stop,
+            nonfinite=not all(math.isfinite(v) for v in values.values()),
+            images=task.batch_size_of(batch),
+        )
+        if stop:
+            return None
+        if nonfinite:
+            raise _nonfinite_error(values, epoch=epoch, step=step, global_step=global_step)
         optimizer.zero_grad(set_to_none=True)
         training.scaler.scale(losses["loss"]).backward()
         if config.grad_clip_norm is not None:
@@ -339,7 +398,7 @@ def train_one_epoch(
         if training.ema is not None:
             training.ema.update(unwrap(model))
 
-        meter.step(step, task.batch_size_of(batch))
+        meter.step(step, images)  # of all ranks
         for name, value in values.items():
             sums[name] = sums.get(name, 0.0) + value
             window[name] = window.get(name, 0.0) + value
@@ -375,9 +434,12 @@ def evaluate(
 
 
 def make_loaders(
-    data: DataBundle, config: TrainConfig, *, device: torch.device
+    data: DataBundle, config: TrainConfig, *, device: torch.device, group: Group = Group()
 ) -> tuple[DataLoader, DataLoader, torch.Generator]:
-    """(train loader, val loader, the train loader's generator, re-seeded every epoch)."""
+    """(train loader, val loader, the train loader's generator, re-seeded every epoch).
+
+    In a group of N ranks the train loader reads this rank's shard, batch_size / N at a
+    time; every rank evaluates the whole validation set."""
     workers = config.num_workers
     if workers is None:
         workers = 1 if torch.get_num_threads() > 1 else 0
@@ -387,11 +449,15 @@ def make_loaders(
         "pin_memory": device.type == "cuda",
     }
     generator = torch.Generator().manual_seed(config.seed)
+    sampler = group.sampler(data.train, seed=config.seed)
+    batch_size = group.per_rank_batch(config.batch_size)
+    shard = len(sampler) if sampler is not None else len(data.train)
     train = DataLoader(
         data.train,
-        batch_size=config.batch_size,
-        shuffle=True,
-        drop_last=len(data.train) > config.batch_size,  # no tiny last batch for BatchNorm
+        batch_size=batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=shard > batch_size,  # no tiny last batch for BatchNorm
         generator=generator,
         **common,
     )
@@ -408,7 +474,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 def _training(
     model: nn.Module, config: TrainConfig, *, device: torch.device, steps_per_epoch: int
 ) -> Training:
-    optimizer = build_optimizer(model, config)
+    optimizer = build_optimizer(unwrap(model), config)
     use_amp = config.amp and device.type == "cuda"
     return Training(
         model=model,
@@ -440,22 +506,23 @@ def _seed_epoch(seed: int, epoch: int, *, generator: torch.Generator, loader: Da
         set_epoch(epoch)
 
 
-def _checked_values(
-    losses: Mapping[str, torch.Tensor], *, epoch: int, step: int, global_step: int
-) -> dict[str, float]:
-    """All losses as floats in one device sync; raises on NaN or infinity."""
+def _loss_values(losses: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """All losses as floats in one device sync."""
     if "loss" not in losses:
         raise KeyError(f"compute_loss must return a total 'loss', got {sorted(losses)}")
     floats = torch.stack([v.detach().float() for v in losses.values()]).tolist()
-    values = dict(zip(losses, floats, strict=True))
+    return dict(zip(losses, floats, strict=True))
+
+
+def _nonfinite_error(
+    values: Mapping[str, float], *, epoch: int, step: int, global_step: int
+) -> NonFiniteLossError:
     bad = {name: value for name, value in values.items() if not math.isfinite(value)}
-    if bad:
-        raise NonFiniteLossError(
-            f"non-finite loss at epoch {epoch}, step {step} (global step {global_step}): "
-            f"{bad}; all losses: {values}. Lower train.lr, set train.grad_clip_norm, or check "
-            "the labels"
-        )
-    return values
+    where = f"{bad}; all losses: {dict(values)}" if bad else "on another worker"
+    return NonFiniteLossError(
+        f"non-finite loss at epoch {epoch}, step {step} (global step {global_step}): {where}. "
+        "Lower train.lr, set train.grad_clip_norm, or check the labels"
+    )
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:

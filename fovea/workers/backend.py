@@ -20,6 +20,7 @@ from ray.exceptions import (
     WorkerCrashedError,
 )
 
+from fovea.workers import distributed
 from fovea.workers.failures import Outcome, OutcomeKind, first_line, outcome_of_result
 from fovea.workers.types import WorkerJob
 
@@ -186,10 +187,13 @@ class RayBackend:
 
     def submit(self, job: WorkerJob) -> Handle:
         ray.get(self.board.forget.remote(job.job_id, job.attempt))
-        ref = _run_job_remote.options(
-            num_cpus=job.cpus, num_gpus=job.gpus, name=f"fovea-job-{job.job_id}"
-        ).remote(job, self.board)
-        return Handle(job.job_id, job.attempt, ref, job.cpus, job.gpus)
+        if job.workers > 1:  # data-parallel under Ray Train: its workers hold the resources
+            ref = distributed.start(job, self.board)
+        else:
+            ref = _run_job_remote.options(
+                num_cpus=job.cpus, num_gpus=job.gpus, name=f"fovea-job-{job.job_id}"
+            ).remote(job, self.board)
+        return Handle(job.job_id, job.attempt, ref, job.cpus * job.workers, job.gpus * job.workers)
 
     def wait(self, handles: list[Handle], timeout: float) -> None:
         if handles:

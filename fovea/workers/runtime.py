@@ -8,7 +8,7 @@ import shutil
 import threading
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import ray
 import torch
 
 from fovea.tasks import DataConfig, ModelConfig, UserError, get_task
-from fovea.tasks.engine import fit, select_device
+from fovea.tasks.engine import FitResult, fit, select_device
 from fovea.tasks.plots import training_curves_png
 from fovea.workers import retraining
 from fovea.workers.failures import OutcomeKind, classify_exception
@@ -124,8 +124,11 @@ class BoardReporter:
             self._events[:0] = events
 
 
-def run_job(job: WorkerJob, *, board: Any) -> JobResult:
-    """Train one job to the end. Never raises for a user error: it returns status 'failed'."""
+def run_job(job: WorkerJob, *, board: Any, fit_fn: Callable[..., FitResult] = fit) -> JobResult:
+    """Train one job to the end. Never raises for a user error: it returns status 'failed'.
+
+    `fit_fn` trains (engine.fit's signature); fovea.workers.distributed passes one that runs
+    `fit` on a Ray Train worker group, and this process does the rest on CPU."""
     from fovea.tracking.logger import RunLogger
 
     started = time.monotonic()
@@ -160,11 +163,11 @@ def run_job(job: WorkerJob, *, board: Any) -> JobResult:
         )
         torch.manual_seed(job.train.seed)  # the initial weights too follow train.seed
         model = task.build_model(model_config, num_classes=len(data.class_names))
-        device = select_device("cuda" if job.gpus > 0 else "cpu")
+        device = select_device("cuda" if job.gpus > 0 and job.workers == 1 else "cpu")
         fit_started = time.monotonic()
         blocked_before_fit = logger.blocking_seconds
         mlflow_before_fit = logger.mlflow_seconds
-        result = fit(
+        result = fit_fn(
             task,
             model,
             data,
@@ -323,5 +326,5 @@ def _params(job: WorkerJob) -> dict[str, Any]:
         "data": data,
         "model": fields(job.model),
         "train": fields(job.train),
-        "resources": {"cpus": job.cpus, "gpus": job.gpus},
+        "resources": {"cpus": job.cpus, "gpus": job.gpus, "workers": job.workers},
     }

@@ -28,6 +28,8 @@ class WorkerJob:
     mlflow_run_id: str | None = None  # set on a retry: the attempt continues the same run
     project: str = "default"
     promotion: GatePolicy = field(default_factory=GatePolicy)  # the gate for register_as
+    workers: int = 1  # > 1: data-parallel under Ray Train (cpus and gpus are per worker)
+    max_retries: int = 0  # a worker group restarts from its checkpoint up to this often
 
     @classmethod
     def from_spec(
@@ -90,6 +92,8 @@ class WorkerJob:
             mlflow_run_id=mlflow_run_id,
             project=spec.get("project", "default"),
             promotion=GatePolicy.from_dict(spec.get("promotion")),
+            workers=spec["resources"].get("workers", 1),
+            max_retries=spec.get("max_retries", 0),
         )
 
 
