@@ -37,10 +37,10 @@ def _seed_run(settings: Settings, job_id: str) -> str:
             logger.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
         logger.log_figure_bytes("training_curves.png", training_curves_png(history))
         names = ["cat", "dog"]
-        logger.log_figure_bytes("confusion_matrix.png", confusion_matrix_png([[9, 1], [2, 8]], names))
-        logger.log_json(
-            "confusion_matrix.json", {"class_names": names, "matrix": [[9, 1], [2, 8]]}
+        logger.log_figure_bytes(
+            "confusion_matrix.png", confusion_matrix_png([[9, 1], [2, 8]], names)
         )
+        logger.log_json("confusion_matrix.json", {"class_names": names, "matrix": [[9, 1], [2, 8]]})
         run_id = logger.run_id
     engine = make_engine(settings.db_url)
     with session_factory(engine)() as session, session.begin():
