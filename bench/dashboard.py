@@ -42,11 +42,11 @@ def seed_jobs(http: httpx.Client, settings: Settings, n: int) -> str:
     for i in range(n):
         spec = {
             "name": f"job-{i:04d}",
-            "task": ("classification", "detection", "segmentation")[i % 3],
+            "task": "classification",
             "project": f"project-{i % 7}",
             "priority": i % 5,
-            "dataset": {"uri": "builtin://digits", "format": "builtin"},
-            "model": {"arch": ("smallcnn", "yolo_n", "unet")[i % 3]},
+            "dataset": {"uri": "builtin://digits", "format": "imagefolder"},
+            "model": {"arch": ("smallcnn", "resnet18", "mobilenet_v3_small")[i % 3]},
             "train": {"epochs": 3},
         }
         r = http.post("/jobs", json=spec)

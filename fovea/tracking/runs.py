@@ -7,6 +7,7 @@ run (plots/, tables/); no path is ever taken from a request.
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,8 @@ ARTIFACTS: dict[str, tuple[str, str]] = {
     "promotion_decision.json": ("tables/promotion_decision.json", "application/json"),
 }
 MAX_METRIC_KEYS = 200
+# One client per store: building one opens the store (seconds on a busy sqlite file).
+_client = functools.lru_cache(maxsize=8)(make_client)
 
 
 class RunNotFound(LookupError):
@@ -54,7 +57,7 @@ def metric_history(
     *, tracking_uri: str, run_id: str, keys: list[str] | None = None
 ) -> dict[str, list[MetricPoint]]:
     """Every point of each metric of the run (or only `keys`), by step."""
-    client = make_client(tracking_uri)
+    client = _client(tracking_uri)
     try:
         run = client.get_run(run_id)
     except MlflowException as exc:
@@ -76,7 +79,7 @@ def metric_history(
 
 def list_artifacts(*, tracking_uri: str, run_id: str) -> list[ArtifactInfo]:
     """The allow-listed artifacts the run has, in ARTIFACTS order."""
-    client = make_client(tracking_uri)
+    client = _client(tracking_uri)
     present: dict[str, int | None] = {}
     for folder in sorted({path.split("/", 1)[0] for path, _ in ARTIFACTS.values()}):
         for info in client.list_artifacts(run_id, folder):
@@ -92,7 +95,7 @@ def read_artifact(*, tracking_uri: str, run_id: str, name: str) -> tuple[bytes, 
     """The bytes and media type of the allow-listed artifact `name`; KeyError if the name is
     not in ARTIFACTS, FileNotFoundError if the run has none."""
     path, media = ARTIFACTS[name]
-    client = make_client(tracking_uri)
+    client = _client(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="fovea-artifact-") as tmp:
         try:
             local = client.download_artifacts(run_id, path, tmp)

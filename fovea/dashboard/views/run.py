@@ -159,9 +159,15 @@ def _table(name: str, body: dict[str, Any]) -> None:
         st.dataframe(frame, hide_index=True)
 
 
+@st.cache_data(ttl=600, show_spinner=False, max_entries=200)
+def _artifact(job_id: str, name: str) -> bytes | None:
+    """An artifact of a finished job (they never change once it ended)."""
+    data, error = common.try_call(common.client().job_artifact, job_id, name)
+    return data if error is None else None
+
+
 def pictures(job_id: str) -> None:
-    api = common.client()
-    listing = common.call(api.job_artifacts, job_id)
+    listing = common.call(common.client().job_artifacts, job_id)
     names = [a["name"] for a in listing["items"]]
     if not names:
         st.caption("This run has no plots (yet).")
@@ -169,13 +175,13 @@ def pictures(job_id: str) -> None:
     st.subheader("Pictures")
     shown = [n for n in PICTURES if n in names]
     for col, name in zip(st.columns(2) * len(shown), shown, strict=False):
-        data, error = common.try_call(api.job_artifact, job_id, name)
-        if error is None:
+        data = _artifact(job_id, name)
+        if data is not None:
             col.image(data, caption=name, width="stretch")
     for name in ("confusion_matrix.json", "per_class_ap.json", "per_class.json"):
         if name in names:
-            data, error = common.try_call(api.job_artifact, job_id, name)
-            if error is None:
+            data = _artifact(job_id, name)
+            if data is not None:
                 _table(name, json.loads(data))
 
 
