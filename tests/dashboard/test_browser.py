@@ -36,7 +36,7 @@ def browser_page(stack: Stack) -> Iterator[tuple[Dashboard, object]]:
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page = browser.new_page(viewport={"width": 1400, "height": 1900})
             yield dashboard, page
             browser.close()
     finally:
