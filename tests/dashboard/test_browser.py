@@ -106,3 +106,65 @@ def test_submit_watch_and_open_the_run(stack: Stack, browser_page) -> None:  # t
     assert stack.http.get(f"/schedules/{r.json()['id']}").json()["enabled"] is False
     page.screenshot(path=str(OUTPUT / "schedules.png"), full_page=True)
     assert all(Path(OUTPUT / f"{p}.png").stat().st_size > 10_000 for p in ("jobs", "run"))
+
+
+# -- AppTest per page on the same stack, after the browser test trained and registered -------
+
+
+def _apptest(stack: Stack, monkeypatch: pytest.MonkeyPatch, path: str | None, **query: str):  # type: ignore[no-untyped-def]
+    from streamlit.testing.v1 import AppTest
+
+    from tests.dashboard.conftest import APP
+
+    monkeypatch.setenv("FOVEA_DASHBOARD_API_URL", stack.url)
+    monkeypatch.setenv("FOVEA_API_TOKEN", TOKEN)
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    if path:
+        at.switch_page(path)
+    for key, value in query.items():
+        at.query_params[key] = value
+    return at.run()
+
+
+def test_apptest_run_and_models_pages_on_the_stack(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = stack.http.get("/jobs", params={"state": "succeeded"}).json()["items"]
+    assert jobs, "the browser test trains the job these pages show"
+    job = jobs[0]
+    at = _apptest(stack, monkeypatch, "views/run.py", job=job["id"])
+    assert not at.exception, at.exception
+    assert any(m.value == "State: **succeeded**" for m in at.markdown)
+    assert len(at.get("vega_lite_chart")) >= 2 and len(at.get("image")) >= 2
+    matrices = [d.value for d in at.dataframe if d.value.shape == (10, 10)]
+    assert matrices and matrices[0].values.trace() > matrices[0].values.sum() * 0.3  # > chance
+
+    at = _apptest(stack, monkeypatch, "views/models.py")
+    assert not at.exception, at.exception
+    assert any("Champion version: v1" in c.value for c in at.caption)
+    import io
+
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    picture = Image.fromarray((load_digits().images[0] * 15).astype("uint8")).resize((32, 32))
+    png = io.BytesIO()
+    picture.save(png, format="PNG")
+    at.file_uploader(key="try_file").upload("zero.png", png.getvalue(), "image/png").run()
+    assert not at.exception, at.exception
+    predicted = [m for m in at.metric if m.label == "Predicted"]
+    assert predicted and predicted[0].value in [str(i) for i in range(10)], [
+        e.value for e in at.error
+    ]
+
+
+def test_apptest_drift_and_schedules_pages_on_the_stack(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = _apptest(stack, monkeypatch, "views/drift.py")
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Drift"
+    at = _apptest(stack, monkeypatch, "views/schedules.py")
+    assert not at.exception, at.exception
+    names = at.dataframe[0].value["name"].tolist()
+    assert "nightly" in names
