@@ -22,8 +22,7 @@ PICTURES = (  # allow-listed artifact names, in the order a reader wants them
 )
 
 
-def _pick_job() -> str | None:
-    recent = common.call(common.client().jobs, limit=100)["items"]
+def _pick_job(recent: list[dict[str, Any]]) -> str | None:
     labels = {j["id"]: f"{j['name']} · {j['state']} · {j['id']}" for j in recent}
     wanted = st.query_params.get("job")
     if wanted and wanted not in labels:
@@ -188,9 +187,8 @@ def pictures(job_id: str) -> None:
 # -- compare --------------------------------------------------------------------------------
 
 
-def compare(job_id: str) -> None:
+def compare(job_id: str, recent: list[dict[str, Any]]) -> None:
     st.subheader("Compare runs")
-    recent = common.call(common.client().jobs, limit=100)["items"]
     others = {
         j["id"]: f"{j['name']} · {j['state']} · {j['id']}" for j in recent if j["id"] != job_id
     }
@@ -226,7 +224,8 @@ def compare(job_id: str) -> None:
 
 def main() -> None:
     st.title("Job / run")
-    job_id = _pick_job()
+    recent = common.call(common.client().jobs, limit=100)["items"]
+    job_id = _pick_job(recent)
     if job_id is None:
         return
     job = common.call(common.client().job, job_id)
@@ -239,7 +238,7 @@ def main() -> None:
     if job["state"] in common.TERMINAL:
         _final(job)
         pictures(job_id)
-    compare(job_id)
+    compare(job_id, recent)
 
 
 main()
