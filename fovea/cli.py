@@ -1,4 +1,4 @@
-"""The `fovea` command: up, submit, jobs, status, cancel, models, schedules, demo."""
+"""The `fovea` command: up, api, scheduler, submit, jobs, status, cancel, models, demo."""
 
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ from fovea.config import Settings
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fovea vision training platform")
 console = Console(width=max(Console().width, 120))
 TERMINAL = {"succeeded", "failed", "cancelled"}
+# What `submit --wait`, `status` and `demo` exit with, so a script can tell (README):
+# 1 is also every error of the command itself; 2 is a usage error (click's own).
+EXIT_CODES = {"succeeded": 0, "failed": 1, "cancelled": 3}
+EXIT_GAVE_UP = 4  # --timeout passed and the job had not ended
 
 
 def _client(url: str | None) -> Client:
@@ -103,20 +107,65 @@ def dashboard_command(
     raise typer.Exit(subprocess.call(launch.command(port=port), env=env))
 
 
+def _serving_settings(host: str | None, port: int | None) -> Settings:
+    import logging
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    overrides: dict[str, Any] = {k: v for k, v in {"host": host, "port": port}.items() if v}
+    settings = Settings(**overrides)
+    settings.ensure_home()
+    return settings
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="bind address (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default 8742)")] = None,
+) -> None:
+    """Start the API alone (no scheduler, no Ray): run as many as you like, with
+    `fovea scheduler` beside them, all configured by the same FOVEA_* environment."""
+    from fovea.platform.server import serve
+
+    settings = _serving_settings(host, port)
+    settings.resolve_token(create=True)
+    console.print(f"Fovea API on [bold]{settings.base_url}[/bold]; job store {settings.db_url}")
+    serve(settings, with_scheduler=False)
+
+
+@app.command()
+def scheduler() -> None:
+    """Start a scheduler alone (Ray at FOVEA_RAY_ADDRESS, or a local one); several may share
+    a PostgreSQL store. SIGTERM drains: no new claims, running jobs finish or are handed back."""
+    from fovea.platform.server import run_scheduler
+
+    settings = _serving_settings(None, None)
+    console.print(f"Fovea scheduler; job store {settings.db_url}, MLflow {settings.tracking_uri}")
+    run_scheduler(settings)
+
+
 @app.command()
 def submit(
     spec_file: Annotated[Path, typer.Argument(help="job spec, YAML or JSON")],
-    wait: Annotated[bool, typer.Option(help="follow the job with a progress bar")] = False,
+    wait: Annotated[
+        bool, typer.Option(help="follow the job to its end; exit code as `fovea status`")
+    ] = False,
+    timeout: Annotated[
+        float | None, typer.Option(help="with --wait: give up after this many seconds (exit 4)")
+    ] = None,
     idempotency_key: Annotated[str | None, typer.Option()] = None,
     url: Annotated[str | None, typer.Option(help="API base URL")] = None,
 ) -> None:
-    """Submit a job spec file."""
+    """Submit a job spec file. A relative `dataset.uri` is read against the spec file's
+    folder and sent as an absolute path."""
     try:
         spec = yaml.safe_load(spec_file.read_text())
     except (OSError, yaml.YAMLError) as exc:
         _fail(f"cannot read {spec_file}: {exc}")
     if not isinstance(spec, dict):
         _fail(f"{spec_file} must hold a job spec mapping (name, task, dataset, model, train)")
+    spec = with_absolute_paths(spec, base=spec_file.resolve().parent)
     client = _client(url)
     try:
         job = client.submit(spec, idempotency_key=idempotency_key)
@@ -124,7 +173,21 @@ def submit(
         _fail(str(exc))
     console.print(f"submitted job [bold]{job['id']}[/bold] ({job['state']})")
     if wait:
-        _follow(client, job["id"])
+        _end(_wait(client, job["id"], timeout=timeout))
+
+
+def with_absolute_paths(spec: dict[str, Any], *, base: Path) -> dict[str, Any]:
+    """`dataset.uri` made absolute against `base` when it is a relative local path (the
+    server resolves paths against its own working directory, which the client never sees);
+    URIs with a scheme (builtin://, s3://) pass unchanged."""
+    dataset = spec.get("dataset")
+    uri = dataset.get("uri") if isinstance(dataset, dict) else None
+    if not isinstance(uri, str) or not uri or "://" in uri:
+        return spec
+    path = Path(uri).expanduser()
+    if path.is_absolute():
+        return spec
+    return {**spec, "dataset": {**dataset, "uri": str((base / path).resolve())}}
 
 
 @app.command()
@@ -167,17 +230,30 @@ def jobs(
 def status(
     job_id: str,
     watch: Annotated[bool, typer.Option(help="live progress bar until the job ends")] = True,
+    timeout: Annotated[
+        float | None, typer.Option(help="with --watch: give up after this many seconds (exit 4)")
+    ] = None,
     url: Annotated[str | None, typer.Option()] = None,
 ) -> None:
-    """Show a job; with --watch (default) follow it live until it ends."""
+    """Show a job; with --watch (default) follow it live until it ends. Exit code: 0
+    succeeded (or still queued/running with --no-watch), 1 failed, 3 cancelled, 4 gave up
+    waiting (--timeout)."""
     client = _client(url)
     try:
         job = client.job(job_id)
     except ApiError as exc:
         _fail(str(exc))
     if watch and job["state"] not in TERMINAL:
-        job = _follow(client, job_id)
+        job = _wait(client, job_id, timeout=timeout)
+    _end(job)
+
+
+def _end(job: dict[str, Any]) -> None:
+    """Print the job as it is now and exit with its code (EXIT_CODES; 0 while it runs)."""
     _print_job(job)
+    code = EXIT_CODES.get(job["state"], 0)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()
@@ -290,39 +366,112 @@ def _print_job(job: dict[str, Any]) -> None:
         console.print(f"  {e['at'][11:19]} {e['kind']:<16} {e['message']}")
 
 
-def _follow(client: Client, job_id: str) -> dict[str, Any]:
-    """Poll the job and draw a progress bar until it reaches a terminal state."""
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TextColumn("{task.fields[detail]}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, transient=False) as progress:
-        bar = progress.add_task(job_id, total=1.0, detail="queued")
+def _wait(client: Client, job_id: str, *, timeout: float | None) -> dict[str, Any]:
+    """Follow the job to its end; past `timeout` seconds, say where it is and exit 4."""
+    job = _follow(client, job_id, timeout=timeout)
+    if job["state"] not in TERMINAL:
+        _print_job(job)
+        console.print(
+            f"[yellow]gave up waiting after {timeout:.0f} s[/yellow]; the job goes on: "
+            f"`fovea status {job_id}` follows it"
+        )
+        raise typer.Exit(EXIT_GAVE_UP)
+    return job
+
+
+def _follow(client: Client, job_id: str, *, timeout: float | None = None) -> dict[str, Any]:
+    """Poll the job until it ends or `timeout` seconds pass; return it as last seen. On a
+    terminal a live progress bar; otherwise (a pipe, a log file) a line per state change
+    and per epoch."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    view = _Bar(job_id) if console.is_terminal else _Lines(job_id)
+    job: dict[str, Any] = {"id": job_id, "state": "queued"}
+    with view:
         while True:
             try:
                 job = client.job(job_id)
             except Exception as exc:  # transient: the server restarting
-                progress.update(bar, detail=f"[yellow]API unreachable: {exc}")
-                time.sleep(2)
-                continue
-            p = job.get("progress") or {}
-            detail = job["state"]
-            if p:
-                m = p.get("metrics") or {}
-                shown = " ".join(f"{k}={v:.3f}" for k, v in list(m.items())[:3])
-                detail = (
-                    f"epoch {p.get('epoch')}/{p.get('epochs')} "
-                    f"step {p.get('step')}/{p.get('steps')} {shown}"
-                )
-            progress.update(bar, completed=float(p.get("fraction") or 0.0), detail=detail)
-            if job["state"] in TERMINAL:
-                if job["state"] == "succeeded":
-                    progress.update(bar, completed=1.0, detail="succeeded")
+                view.unreachable(exc)
+            else:
+                view.show(job)
+                if job["state"] in TERMINAL:
+                    return job
+            if deadline is not None and time.monotonic() >= deadline:
                 return job
             time.sleep(1.0)
+
+
+def _detail(job: dict[str, Any]) -> str:
+    """What the job is doing: the epoch and its metrics once training runs; before that
+    what the worker said last (e.g. "decoding 4,317 images"), not a silent 0%."""
+    p = job.get("progress") or {}
+    if p.get("epoch") is not None and job["state"] == "running":
+        m = p.get("metrics") or {}
+        shown = " ".join(f"{k}={v:.3f}" for k, v in list(m.items())[:3])
+        return f"epoch {p['epoch']}/{p.get('epochs')} step {p.get('step')}/{p.get('steps')} {shown}"
+    if job["state"] == "running":
+        said = [e["message"] for e in job.get("events") or [] if e.get("message")]
+        return p.get("detail") or (said[-1] if said else "starting")
+    return job["state"]
+
+
+class _Bar:
+    """A rich progress bar (terminals)."""
+
+    def __init__(self, job_id: str) -> None:
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+        )
+        self.progress = Progress(*columns, console=console, transient=False)
+        self.bar = self.progress.add_task(job_id, total=1.0, detail="queued")
+
+    def __enter__(self) -> _Bar:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def show(self, job: dict[str, Any]) -> None:
+        fraction = float((job.get("progress") or {}).get("fraction") or 0.0)
+        if job["state"] == "succeeded":
+            fraction = 1.0
+        self.progress.update(self.bar, completed=fraction, detail=_detail(job))
+
+    def unreachable(self, exc: Exception) -> None:
+        self.progress.update(self.bar, detail=f"[yellow]API unreachable: {exc}")
+
+
+class _Lines:
+    """One plain line per state change and per epoch (pipes and log files)."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.last: tuple[Any, ...] | None = None
+
+    def __enter__(self) -> _Lines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def show(self, job: dict[str, Any]) -> None:
+        p = job.get("progress") or {}
+        detail = _detail(job)
+        # an epoch's line once, when it starts; other details whenever they change
+        key = (job["state"], p.get("epoch") if p.get("epoch") is not None else detail)
+        if key == self.last:
+            return
+        self.last = key
+        said = job["state"] if detail == job["state"] else f"{job['state']}, {detail}"
+        console.print(f"{time.strftime('%H:%M:%S')} job {self.job_id}: {said}", highlight=False)
+
+    def unreachable(self, exc: Exception) -> None:
+        console.print(f"{time.strftime('%H:%M:%S')} API unreachable: {exc}", highlight=False)
 
 
 def demo_spec(shared: Path) -> dict[str, Any]:
@@ -363,9 +512,13 @@ def demo_spec(shared: Path) -> dict[str, Any]:
 @app.command()
 def demo(
     port: Annotated[int, typer.Option()] = 8742,
-    timeout: Annotated[float, typer.Option(help="seconds before giving up")] = 1200,
+    timeout: Annotated[
+        float,
+        typer.Option(help="seconds for the whole demo, start-up included; past it exit 4"),
+    ] = 1200,
 ) -> None:
     """Start the embedded stack, train a classifier on real data, print the results."""
+    given_up_at = time.monotonic() + timeout
     settings = Settings(port=port)
     settings.ensure_home()
     token = settings.resolve_token(create=True)
@@ -383,7 +536,8 @@ def demo(
         )
     try:
         client = Client(f"http://127.0.0.1:{port}", token)
-        deadline = time.monotonic() + 120
+        startup_s = min(120.0, timeout)
+        deadline = time.monotonic() + startup_s
         with console.status("starting the stack (API, scheduler, local Ray) ..."):
             while True:
                 if server.poll() is not None:
@@ -393,14 +547,13 @@ def demo(
                     break
                 except Exception:
                     if time.monotonic() > deadline:
-                        _fail(f"the API did not come up in 120 s; see {log_path}")
+                        _fail(f"the API did not come up in {startup_s:g} s; see {log_path}")
                     time.sleep(1)
         job = client.submit(spec)
         console.print(f"submitted job [bold]{job['id']}[/bold]")
-        job = _follow(client, job["id"])
-        _print_job(job)
+        job = _wait(client, job["id"], timeout=max(1.0, given_up_at - time.monotonic()))
         if job["state"] != "succeeded":
-            raise typer.Exit(1)
+            _end(job)
         console.rule("[bold]Results")
         m = job["metrics"]
         console.print(

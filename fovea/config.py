@@ -38,8 +38,13 @@ class Settings(BaseSettings):
     api_token: str | None = None
     host: str = "127.0.0.1"
     port: int = 8742
-    scheduler_interval_s: float = 0.5
+    scheduler_interval_s: float = 0.5  # tick interval while this scheduler runs jobs
+    scheduler_idle_s: float = 30.0  # longest sleep of an idle scheduler (a commit wakes it)
+    sqlite_check_s: float = 1.0  # SQLite: how often to look for other processes' commits
     lease_seconds: float = 60.0
+    retry_backoff_s: float = 5.0  # before retry n: retry_backoff_s * 2**(n-1) ...
+    retry_backoff_max_s: float = 300.0  # ... at most this
+    drain_timeout_s: float = 600.0  # SIGTERM: how long running jobs may finish, then handed back
     # Max running jobs per project (0: unlimited).
     project_quota: int = 0
 

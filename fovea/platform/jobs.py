@@ -7,16 +7,26 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from fovea.platform import wake  # noqa: F401  (commits of jobs wake the schedulers)
 from fovea.platform.errors import IdempotencyConflict, InvalidTransition, NotFound
+from fovea.platform.policy import Backoff, decide
 from fovea.platform.spec import JobSpec
 from fovea.platform.store import TRANSITIONS, Job, JobEvent, JobState, utcnow
 from fovea.tasks.data.files import Note
+from fovea.workers.failures import Outcome, OutcomeKind
+
+if TYPE_CHECKING:
+    from fovea.workers.types import JobResult
+
+
+# pg_advisory_xact_lock key of claiming ("fovea" in ASCII)
+CLAIM_LOCK_KEY = 0x666F766561
 
 
 def create_job(
@@ -253,7 +263,7 @@ class Capacity:
     def fits(self, job: Job) -> bool:
         return job.cpus <= self.cpus + 1e-9 and job.gpus <= self.gpus + 1e-9
 
-    def minus(self, job: Job) -> Capacity:
+    def minus(self, job: Job | Capacity) -> Capacity:
         return Capacity(self.cpus - job.cpus, self.gpus - job.gpus)
 
 
@@ -268,12 +278,19 @@ def claim_jobs(
 ) -> list[Job]:
     """Claim queued jobs, highest priority first and FIFO within a priority, that fit `free`.
 
-    Atomic on every backend: PostgreSQL locks candidate rows with FOR UPDATE SKIP LOCKED,
-    SQLite (one writer at a time) uses a compare-and-set UPDATE ... WHERE state='queued'.
+    Atomic on every backend: PostgreSQL locks candidate rows with FOR UPDATE SKIP LOCKED
+    (re-checked against the newest row version after the lock), SQLite runs write
+    transactions one at a time (BEGIN IMMEDIATE), so the rows read are the rows written.
     The caller commits; claimed jobs are RUNNING with a lease owned by `owner`.
     """
     order = (Job.priority.desc(), Job.submitted_at.asc(), Job.id.asc())
-    stmt = select(Job).where(Job.state == JobState.QUEUED).order_by(*order).limit(200)
+    now = utcnow()
+    stmt = (
+        select(Job)
+        .where(Job.state == JobState.QUEUED, claimable(now))
+        .order_by(*order)
+        .limit(max(64, 4 * limit))
+    )
     if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
     candidates = list(session.scalars(stmt))
@@ -286,7 +303,6 @@ def claim_jobs(
         )
         running_by_project = {p: n for p, n in rows}
     claimed: list[Job] = []
-    now = utcnow()
     for job in candidates:
         if len(claimed) >= limit:
             break
@@ -294,15 +310,10 @@ def claim_jobs(
             continue
         if project_quota > 0 and running_by_project.get(job.project, 0) >= project_quota:
             continue
-        won = session.execute(
-            update(Job)
-            .where(Job.id == job.id, Job.state == JobState.QUEUED)
-            .values(lease_owner=owner, lease_expires_at=now + lease)
-            .execution_options(synchronize_session=False)
-        )
-        if won.rowcount != 1:
-            continue  # another scheduler took it
-        session.refresh(job)
+        job.lease_owner = owner
+        job.lease_expires_at = now + lease
+        job.not_before = None
+        job.run_end_pending = None  # the new attempt resumes the run: RUNNING again
         transition(
             session=session,
             job=job,
@@ -317,6 +328,30 @@ def claim_jobs(
         running_by_project[job.project] = running_by_project.get(job.project, 0) + 1
         claimed.append(job)
     return claimed
+
+
+def claimable(now: datetime) -> Any:
+    """Queued rows past their retry backoff."""
+    return (Job.not_before.is_(None)) | (Job.not_before <= now)
+
+
+def lock_claims(session: Session) -> None:
+    """Serialise claiming across schedulers for the rest of this transaction, so each
+    computes the cluster's free capacity from the running jobs of all the others. SQLite
+    serialises every write transaction already (BEGIN IMMEDIATE); PostgreSQL takes a
+    transaction-level advisory lock (released at commit)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK_KEY})
+
+
+def running_usage(*, session: Session) -> Capacity:
+    """CPUs and GPUs that running jobs hold, whichever scheduler started them."""
+    cpus, gpus = session.execute(
+        select(
+            func.coalesce(func.sum(Job.cpus), 0.0), func.coalesce(func.sum(Job.gpus), 0.0)
+        ).where(Job.state == JobState.RUNNING)
+    ).one()
+    return Capacity(float(cpus), float(gpus))
 
 
 def unfit_queued_jobs(*, session: Session, total: Capacity) -> list[Job]:
@@ -354,24 +389,92 @@ def expired_running_jobs(*, session: Session, now: datetime | None = None) -> li
     )
 
 
-def retry_or_fail(*, session: Session, job: Job, reason: str) -> Job:
-    """A worker died (not the user's fault): requeue while retries remain, else fail."""
-    if job.cancel_requested:
-        return transition(
-            session=session, job=job, to=JobState.CANCELLED, message=f"cancelled ({reason})"
-        )
-    if job.attempt <= job.max_retries:
-        return transition(
-            session=session,
-            job=job,
-            to=JobState.QUEUED,
-            message=f"attempt {job.attempt} lost: {reason}; retrying from the last checkpoint",
-            data={"retries_left": job.max_retries - job.attempt},
-        )
+def retry_or_fail(
+    *, session: Session, job: Job, reason: str, backoff: Backoff | None = None
+) -> Job:
+    """A worker died or its lease expired (not the user's fault): the policy's INFRA row."""
+    return record_outcome(
+        session=session,
+        job=job,
+        outcome=Outcome(OutcomeKind.INFRA, reason),
+        backoff=backoff or Backoff(),
+    )
+
+
+def record_outcome(*, session: Session, job: Job, outcome: Outcome, backoff: Backoff) -> Job:
+    """The end of a running attempt, mapped to the job's next state by the one policy."""
+    decision = decide(
+        outcome=outcome,
+        attempt=job.attempt,
+        max_retries=job.max_retries,
+        cancel_requested=job.cancel_requested,
+        backoff=backoff,
+    )
+    result = outcome.result
+    if result is not None and result.mlflow_run_id:
+        job.mlflow_run_id = result.mlflow_run_id
+    if decision.end_run and job.mlflow_run_id:
+        job.run_end_pending = decision.end_run
+    if decision.to is JobState.SUCCEEDED and result is not None:
+        return _succeeded(session=session, job=job, result=result)
+    if decision.retry_in_s:
+        job.not_before = utcnow() + timedelta(seconds=decision.retry_in_s)
     return transition(
         session=session,
         job=job,
-        to=JobState.FAILED,
-        message=f"attempt {job.attempt} lost: {reason}; no retries left",
-        error=f"worker lost after {job.attempt} attempt(s): {reason}",
+        to=decision.to,
+        message=decision.message,
+        data={"outcome": outcome.kind.value, "retries_left": max(0, job.max_retries - job.attempt)}
+        if decision.to is JobState.QUEUED
+        else {"outcome": outcome.kind.value},
+        error=decision.error if decision.to is JobState.FAILED else KEEP,
+    )
+
+
+def _succeeded(*, session: Session, job: Job, result: JobResult) -> Job:
+    model = f"; model {result.model_name} v{result.model_version}" if result.model_name else ""
+    champion = " is champion" if result.model_name and result.is_champion else ""
+    return transition(
+        session=session,
+        job=job,
+        to=JobState.SUCCEEDED,
+        message=f"succeeded{model}{champion}",
+        data={"timings": result.timings, "train_images_per_s": result.train_images_per_s},
+        metrics=result.metrics,
+        model_name=result.model_name,
+        model_version=result.model_version,
+        progress={**(job.progress or {}), "fraction": 1.0},
+    )
+
+
+def requeue_unpenalised(*, session: Session, job: Job, reason: str) -> Job:
+    """A scheduler shutting down hands a running job back: the attempt does not count."""
+    if job.mlflow_run_id:
+        job.run_end_pending = "KILLED"
+    return transition(
+        session=session,
+        job=job,
+        to=JobState.QUEUED,
+        message=f"attempt {job.attempt} handed back: {reason}; resumes from the last checkpoint",
+        attempt=max(0, job.attempt - 1),
+    )
+
+
+def runs_to_end(*, session: Session, limit: int = 50) -> list[tuple[str, str, str]]:
+    """(job id, MLflow run id, status) of attempts whose run the scheduler must still end."""
+    rows = session.execute(
+        select(Job.id, Job.mlflow_run_id, Job.run_end_pending)
+        .where(Job.run_end_pending.is_not(None), Job.state != JobState.RUNNING)
+        .limit(limit)
+    )
+    return [(a, b, c) for a, b, c in rows if b]
+
+
+def run_ended(*, session: Session, job_id: str, status: str) -> None:
+    """Clear the mark, unless a newer attempt has started (or set another) meanwhile."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.run_end_pending == status, Job.state != JobState.RUNNING)
+        .values(run_end_pending=None)
+        .execution_options(synchronize_session=False)
     )

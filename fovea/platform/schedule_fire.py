@@ -65,6 +65,27 @@ class FireContext:
     tracking_uri: str | None  # None: no data-unchanged check (no MLflow to ask)
 
 
+def _due(now: datetime) -> Any:
+    newest_verdict = (
+        select(func.max(ModelEvent.id))
+        .where(ModelEvent.model_name == Schedule.drift_model, ModelEvent.kind == DRIFT_VERDICT)
+        .correlate(Schedule)
+        .scalar_subquery()
+    )
+    return select(Schedule).where(
+        Schedule.enabled.is_(True),
+        (Schedule.next_fire_at <= now)
+        | (Schedule.drift_model.is_not(None) & (Schedule.drift_cursor < newest_verdict)),
+    )
+
+
+def any_due(*, session: Session, now: datetime | None = None) -> bool:
+    """Whether fire_due_schedules would fire anything: a read, for the scheduler to skip
+    the write transaction when nothing is due."""
+    stmt = _due(now or utcnow()).with_only_columns(Schedule.id).limit(1)
+    return session.scalar(stmt) is not None
+
+
 def fire_due_schedules(
     *,
     session: Session,
@@ -77,22 +98,7 @@ def fire_due_schedules(
     verdict of its model), at most `limit` of them. Returns the events written; the caller
     commits (one transaction: see the module doc)."""
     ctx = FireContext(now=now or utcnow(), data_roots=data_roots, tracking_uri=tracking_uri)
-    newest_verdict = (
-        select(func.max(ModelEvent.id))
-        .where(ModelEvent.model_name == Schedule.drift_model, ModelEvent.kind == DRIFT_VERDICT)
-        .correlate(Schedule)
-        .scalar_subquery()
-    )
-    stmt = (
-        select(Schedule)
-        .where(
-            Schedule.enabled.is_(True),
-            (Schedule.next_fire_at <= ctx.now)
-            | (Schedule.drift_model.is_not(None) & (Schedule.drift_cursor < newest_verdict)),
-        )
-        .order_by(Schedule.next_fire_at, Schedule.id)
-        .limit(limit)
-    )
+    stmt = _due(ctx.now).order_by(Schedule.next_fire_at, Schedule.id).limit(limit)
     if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True, of=Schedule)
     written: list[ScheduleEvent] = []

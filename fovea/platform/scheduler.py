@@ -1,10 +1,18 @@
 """Admission, dispatch, leases, retries and reconciliation of jobs on Ray.
 
-One loop, `Scheduler.tick()`, run by a thread of `fovea up` (or its own process):
+One loop, `Scheduler.tick()`, run by a thread of `fovea up` or by `fovea scheduler`:
 1. drain worker progress and events into the store;
-2. reconcile the jobs this scheduler started (finished, lost, cancel requested);
+2. reconcile the jobs this scheduler started (finished, lost, cancel requested), each
+   outcome mapped to a state by the one failure policy (fovea.platform.policy);
 3. renew its leases and recover jobs whose lease expired (their scheduler died);
-4. claim queued jobs that fit the cluster, priority first, and start them on Ray.
+4. fire retraining schedules that are due;
+5. claim queued jobs that fit what the cluster has free (its capacity minus the running
+   jobs of every scheduler, counted in the store) and start them.
+
+Between ticks it sleeps: while it runs jobs, `scheduler_interval_s` (progress, outcomes);
+when idle, until a commit somewhere wakes it (fovea.platform.wake) or its next deadline
+(a backoff ending, a lease expiring, a schedule due), at most `scheduler_idle_s`. A tick
+that finds nothing to do opens no write transaction.
 """
 
 from __future__ import annotations
@@ -13,67 +21,127 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from fovea.config import Settings
 from fovea.platform import jobs as svc
-from fovea.platform.store import Job, JobState, transaction
-from fovea.workers.backend import Handle, Outcome, RayBackend
+from fovea.platform.policy import Backoff
+from fovea.platform.runs import RunCloser
+from fovea.platform.store import Job, JobState, read_session_factory, transaction, utcnow
+from fovea.platform.wake import LOCAL, Listener, Wake
+from fovea.workers.backend import Backend, Handle
+from fovea.workers.failures import Outcome
 from fovea.workers.types import WorkerJob
 
 log = logging.getLogger(__name__)
 
+UNFIT_CHECK_S = 10.0
+
 
 class Scheduler:
     def __init__(
-        self, *, settings: Settings, sessions: sessionmaker[Session], backend: RayBackend
+        self,
+        *,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        backend: Backend,
+        wake: Wake = LOCAL,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
+        self.reads = read_session_factory(sessions.kw["bind"])
         self.backend = backend
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.wake = wake
+        self.host = socket.gethostname()
+        self.owner = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease = timedelta(seconds=settings.lease_seconds)
+        self.backoff = Backoff(settings.retry_backoff_s, settings.retry_backoff_max_s)
         self.handles: dict[str, Handle] = {}
+        self.runs = RunCloser(sessions=sessions, reads=self.reads, settings=settings)
         self._warned_unfit: set[str] = set()
+        self._unfit_checked: tuple[svc.Capacity | None, float] = (None, 0.0)
+        self._renewed_at = 0.0
+        self._woken = True  # the last sleep ended by a notify (a commit: maybe a new job)
+        self._draining = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._listener = Listener(settings.db_url, wake, sqlite_check_s=settings.sqlite_check_s)
+        self.ticks = 0  # for tests and benchmarks
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
+        self._listener.start()
+        self.runs.start()
         self._thread = threading.Thread(target=self._loop, name="fovea-scheduler", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def drain(self) -> None:
+        """No new claims nor fires; running jobs go on (see `stop`)."""
+        if not self._draining.is_set():
+            log.info("scheduler %s draining: no new claims", self.owner)
+        self._draining.set()
+        self.wake.notify()
+
+    def wait_drained(self, timeout: float) -> bool:
+        """Wait until this scheduler runs nothing (True) or `timeout` passes (False)."""
+        deadline = time.monotonic() + timeout
+        while self.handles and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return not self.handles
+
+    def stop(self, timeout: float = 10.0, *, hand_back: bool = True) -> None:
+        """Stop the loop; with `hand_back`, jobs still running are asked to stop and put
+        back in the queue at once (their attempt not counted), so a restart, or another
+        scheduler, resumes them from their checkpoint without waiting for the lease."""
+        self._draining.set()
         self._stop.set()
+        self.wake.notify()
         if self._thread is not None:
             self._thread.join(timeout)
+        self._listener.stop()
+        if hand_back:
+            self._hand_back()
+        self.runs.stop(timeout)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self.tick()
+                sleep = self.tick()
             except Exception:
                 log.exception("scheduler tick failed; retrying")
-            self._stop.wait(self.settings.scheduler_interval_s)
+                sleep = self.settings.scheduler_interval_s
+            self._woken = self.wake.wait(sleep)
 
     # --- one pass ------------------------------------------------------------------------
-    def tick(self) -> None:
-        self._apply_status()
-        self._reconcile()
+    def tick(self) -> float:
+        """One pass; returns how long the loop may sleep before the next."""
+        self.ticks += 1
+        if self.handles:
+            self._apply_status()
+            self._reconcile()
         self._recover_expired()
-        self._fire_schedules()
-        self._dispatch()
+        if not self._draining.is_set():
+            self._fire_schedules()
+            self._dispatch()
+        if self.handles:
+            return self.settings.scheduler_interval_s
+        return self._idle_sleep()
 
     def _fire_schedules(self) -> None:
         """Retraining schedules that are due submit their jobs (before dispatch, so those
         start this tick). A failure here must not stop dispatching: logged, retried."""
-        from fovea.platform.schedule_fire import fire_due_schedules
+        from fovea.platform.schedule_fire import any_due, fire_due_schedules
 
         try:
+            with self.reads() as session:
+                if not any_due(session=session):
+                    return
             with transaction(self.sessions) as session:
                 fire_due_schedules(
                     session=session,
@@ -90,7 +158,7 @@ class Scheduler:
         with transaction(self.sessions) as session:
             for job_id, update in updates.items():
                 job = session.get(Job, job_id)
-                if job is None or job.job_state.is_terminal:
+                if job is None or job.state.is_terminal:
                     continue
                 if update["progress"] is not None:
                     job.progress = update["progress"]
@@ -106,109 +174,164 @@ class Scheduler:
                     )
 
     def _reconcile(self) -> None:
+        with self.reads() as session:
+            rows = session.execute(
+                select(Job.id, Job.state, Job.cancel_requested).where(
+                    Job.id.in_(list(self.handles))
+                )
+            ).all()
+        states = {job_id: (state, cancel) for job_id, state, cancel in rows}
+        ended: list[tuple[str, Outcome]] = []
         for job_id, handle in list(self.handles.items()):
-            with transaction(self.sessions) as session:
-                job = session.get(Job, job_id)
-                if job is None or job.job_state is not JobState.RUNNING:
-                    continue
-                if job.cancel_requested:
-                    self.backend.cancel(handle)
+            state, cancel = states.get(job_id, (None, False))
+            if state is not JobState.RUNNING:
+                self.backend.cancel(handle)  # the job was deleted or taken from us
+            elif cancel:
+                self.backend.cancel(handle)
             outcome = self.backend.poll(handle)
-            if outcome is None:
-                continue
-            del self.handles[job_id]
-            with transaction(self.sessions) as session:
-                job = session.get(Job, job_id)
-                if job is not None and job.job_state is JobState.RUNNING:
-                    self._record(session, job, outcome)
+            if outcome is not None:
+                ended.append((job_id, outcome))
+        if ended:
+            self._record(ended)  # raises before forgetting: the next tick polls them again
+            for job_id, _ in ended:
+                del self.handles[job_id]
 
-    def _record(self, session: Session, job: Job, outcome: Outcome) -> None:
-        if outcome.killed:
-            svc.transition(
-                session=session,
-                job=job,
-                to=JobState.CANCELLED,
-                message="cancelled; the Ray worker was stopped",
-            )
-            return
-        if outcome.lost is not None:
-            svc.retry_or_fail(session=session, job=job, reason=outcome.lost)
-            return
-        result = outcome.result
-        assert result is not None
-        if result.mlflow_run_id:
-            job.mlflow_run_id = result.mlflow_run_id
-        if result.status == "cancelled":
-            svc.transition(
-                session=session,
-                job=job,
-                to=JobState.CANCELLED,
-                message="cancelled; the worker stopped at the next step",
-            )
-        elif result.status == "failed":
-            svc.transition(
-                session=session,
-                job=job,
-                to=JobState.FAILED,
-                message=f"failed: {result.error}",
-                error=result.error,
-            )
-        else:
-            svc.transition(
-                session=session,
-                job=job,
-                to=JobState.SUCCEEDED,
-                message="succeeded"
-                + (
-                    f"; model {result.model_name} v{result.model_version}"
-                    + (" is champion" if result.is_champion else "")
-                    if result.model_name
-                    else ""
-                ),
-                data={"timings": result.timings, "train_images_per_s": result.train_images_per_s},
-                metrics=result.metrics,
-                model_name=result.model_name,
-                model_version=result.model_version,
-                progress={**(job.progress or {}), "fraction": 1.0},
-            )
+    def _record(self, ended: list[tuple[str, Outcome]]) -> None:
+        """The outcomes of one tick, in one transaction."""
+        end_runs = False
+        with transaction(self.sessions) as session:
+            ids = [job_id for job_id, _ in ended]
+            jobs = {j.id: j for j in session.scalars(select(Job).where(Job.id.in_(ids)))}
+            for job_id, outcome in ended:
+                job = jobs.get(job_id)
+                if job is None or job.state is not JobState.RUNNING:
+                    continue
+                if job.lease_owner != self.owner:
+                    continue  # another scheduler recovered it meanwhile: its outcome, not ours
+                svc.record_outcome(session=session, job=job, outcome=outcome, backoff=self.backoff)
+                end_runs = end_runs or job.run_end_pending is not None
+        if end_runs:
+            self.runs.notify()
 
     def _recover_expired(self) -> None:
-        with transaction(self.sessions) as session:
-            svc.renew_leases(
-                session=session, owner=self.owner, job_ids=list(self.handles), lease=self.lease
-            )
-            for job in svc.expired_running_jobs(session=session):
-                if job.id in self.handles:
-                    continue
-                svc.retry_or_fail(
-                    session=session, job=job, reason=f"lease of {job.lease_owner} expired"
+        now = time.monotonic()
+        if self.handles and now - self._renewed_at > self.lease.total_seconds() / 3:
+            with transaction(self.sessions) as session:
+                svc.renew_leases(
+                    session=session, owner=self.owner, job_ids=list(self.handles), lease=self.lease
                 )
+            self._renewed_at = now
+        with self.reads() as session:
+            stale = [
+                job_id
+                for job_id, owner in self._expired_or_orphaned(session)
+                if job_id not in self.handles
+            ]
+        if not stale:
+            return
+        recovered = False
+        with transaction(self.sessions) as session:
+            for job_id, owner in self._expired_or_orphaned(session):
+                if job_id not in stale:
+                    continue
+                job = session.get(Job, job_id)
+                assert job is not None
+                reason = f"lease of {owner} expired"
+                if owner and self._owner_is_dead(owner):
+                    reason = f"its scheduler {owner} is gone"
+                svc.retry_or_fail(session=session, job=job, reason=reason, backoff=self.backoff)
+                recovered = True
+        if recovered:
+            self.runs.notify()
+
+    def _expired_or_orphaned(self, session: Session) -> list[tuple[str, str]]:
+        """Running jobs whose lease expired, or whose scheduler was a process of this host
+        that no longer exists (found at once after a restart, not a lease later)."""
+        rows = session.execute(
+            select(Job.id, Job.lease_owner, Job.lease_expires_at).where(
+                Job.state == JobState.RUNNING
+            )
+        ).all()
+        now = utcnow()
+        return [
+            (job_id, owner or "")
+            for job_id, owner, expires in rows
+            if owner != self.owner
+            and (
+                (expires is not None and expires < now)
+                or (owner is not None and self._owner_is_dead(owner))
+            )
+        ]
+
+    def _owner_is_dead(self, owner: str) -> bool:
+        host, _, rest = owner.partition(":")
+        pid = rest.partition(":")[0]
+        if host != self.host or not pid.isdigit() or int(pid) == os.getpid():
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
 
     def _warn_unfit(self, total: svc.Capacity) -> None:
-        """Say once, in its events, why a job asking for more than the cluster has waits."""
+        """Say once, in its events, why a job asking for more than the cluster has waits
+        (looked for after a commit woke this scheduler, when the cluster's size changes,
+        and every UNFIT_CHECK_S)."""
+        now = time.monotonic()
+        same = total == self._unfit_checked[0] and now - self._unfit_checked[1] < UNFIT_CHECK_S
+        if same and not self._woken:
+            return
+        self._unfit_checked = (total, now)
+        with self.reads() as session:
+            unfit = [
+                job.id
+                for job in svc.unfit_queued_jobs(session=session, total=total)
+                if job.id not in self._warned_unfit
+            ]
+        if not unfit:
+            return
         with transaction(self.sessions) as session:
-            for job in svc.unfit_queued_jobs(session=session, total=total):
-                if job.id in self._warned_unfit:
+            for job_id in unfit:
+                job = session.get(Job, job_id)
+                if job is None:
                     continue
-                self._warned_unfit.add(job.id)
+                self._warned_unfit.add(job_id)
                 svc.add_event(
                     session=session,
-                    job_id=job.id,
+                    job_id=job_id,
                     kind="waiting_for_resources",
                     message=f"needs {job.cpus:g} CPUs and {job.gpus:g} GPUs; the Ray cluster "
                     f"has {total.cpus:g} CPUs and {total.gpus:g} GPUs in all: it stays "
                     "queued until the cluster grows (or cancel it)",
                 )
 
+    def _claimable(self, total: svc.Capacity) -> bool:
+        """A read: is there a queued job past its backoff that fits what is free now?"""
+        with self.reads() as session:
+            free = total.minus(svc.running_usage(session=session))
+            fitting = (
+                select(Job.id)
+                .where(
+                    Job.state == JobState.QUEUED,
+                    svc.claimable(utcnow()),
+                    Job.cpus <= free.cpus + 1e-9,
+                    Job.gpus <= free.gpus + 1e-9,
+                )
+                .limit(1)
+            )
+            return session.scalar(fitting) is not None
+
     def _dispatch(self) -> None:
-        total_cpus, total_gpus = self.backend.capacity()
-        used_cpus = sum(h.cpus for h in self.handles.values())
-        used_gpus = sum(h.gpus for h in self.handles.values())
-        free = svc.Capacity(total_cpus - used_cpus, total_gpus - used_gpus)
-        self._warn_unfit(svc.Capacity(total_cpus, total_gpus))
-        if free.cpus <= 0 and free.gpus <= 0:
+        total = svc.Capacity(*self.backend.capacity())
+        self._warn_unfit(total)
+        if not self._claimable(total):
             return
         with transaction(self.sessions) as session:
+            svc.lock_claims(session)
+            free = total.minus(svc.running_usage(session=session))
             claimed = svc.claim_jobs(
                 session=session,
                 owner=self.owner,
@@ -218,22 +341,67 @@ class Scheduler:
             )
             work = [(job.id, job.attempt, job.spec, job.mlflow_run_id) for job in claimed]
         for job_id, attempt, spec, run_id in work:
-            worker_job = WorkerJob.from_spec(
-                spec,
-                job_id=job_id,
-                attempt=attempt,
-                tracking_uri=self.settings.tracking_uri,
-                artifact_root=str(self.settings.artifact_root),
-                experiment=self.settings.mlflow_experiment,
-                checkpoint_dir=str(Path(self.settings.checkpoints) / job_id),
-                mlflow_run_id=run_id,
-                data_roots=tuple(str(root) for root in self.settings.data_roots),
-            )
+            self._start(job_id, attempt, spec, run_id)
+
+    def _start(self, job_id: str, attempt: int, spec: dict, run_id: str | None) -> None:
+        worker_job = WorkerJob.from_spec(
+            spec,
+            job_id=job_id,
+            attempt=attempt,
+            tracking_uri=self.settings.tracking_uri,
+            artifact_root=str(self.settings.artifact_root),
+            experiment=self.settings.mlflow_experiment,
+            checkpoint_dir=str(Path(self.settings.checkpoints) / job_id),
+            mlflow_run_id=run_id,
+            data_roots=tuple(str(root) for root in self.settings.data_roots),
+        )
+        try:
+            self.handles[job_id] = self.backend.submit(worker_job)
+        except Exception as exc:  # Ray refused: put it back rather than lose it
+            log.exception("could not start job %s on Ray", job_id)
+            with transaction(self.sessions) as session:
+                job = session.get(Job, job_id)
+                if job is not None and job.state is JobState.RUNNING:
+                    svc.retry_or_fail(
+                        session=session, job=job, reason=f"Ray submit: {exc}", backoff=self.backoff
+                    )
+
+    # --- sleeping ------------------------------------------------------------------------
+    def _idle_sleep(self) -> float:
+        """Seconds until the store's next deadline, at most scheduler_idle_s."""
+        from fovea.platform.schedules import next_due_at
+
+        with self.reads() as session:
+            deadlines: list[datetime | None] = [
+                session.scalar(
+                    select(func.min(Job.not_before)).where(Job.state == JobState.QUEUED)
+                ),
+                session.scalar(
+                    select(func.min(Job.lease_expires_at)).where(Job.state == JobState.RUNNING)
+                ),
+                next_due_at(session=session),
+            ]
+        now = utcnow()
+        sleep = self.settings.scheduler_idle_s
+        for at in deadlines:
+            if at is not None and at > now:  # one already past was dealt with this tick
+                sleep = min(sleep, (at - now).total_seconds() + 0.05)
+        return sleep
+
+    def _hand_back(self) -> None:
+        for job_id, handle in list(self.handles.items()):
             try:
-                self.handles[job_id] = self.backend.submit(worker_job)
-            except Exception as exc:  # Ray refused: put it back rather than lose it
-                log.exception("could not start job %s on Ray", job_id)
+                self.backend.cancel(handle)
+            except Exception:
+                log.warning("could not ask job %s to stop", job_id, exc_info=True)
+            try:
                 with transaction(self.sessions) as session:
                     job = session.get(Job, job_id)
-                    if job is not None:
-                        svc.retry_or_fail(session=session, job=job, reason=f"Ray submit: {exc}")
+                    if job is not None and job.state is JobState.RUNNING:
+                        svc.requeue_unpenalised(
+                            session=session, job=job, reason=f"scheduler {self.owner} stopped"
+                        )
+            except Exception:
+                log.warning("could not hand job %s back; its lease will", job_id, exc_info=True)
+            del self.handles[job_id]
+        self.runs.sweep()

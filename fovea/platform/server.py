@@ -1,11 +1,16 @@
-"""`fovea up`: the API and the scheduler in one process (the embedded default)."""
+"""The control plane's processes: `fovea up` (API and scheduler in one, the embedded
+default), `fovea api` (the API alone, any number of them) and `fovea scheduler` (one or
+more, against a shared store: PostgreSQL when there are several). All read one Settings."""
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
@@ -16,33 +21,42 @@ from fovea.platform.api.app import create_app
 log = logging.getLogger(__name__)
 
 
+def _prepare_tracking(settings: Settings) -> None:
+    from fovea.tracking import prepare_store
+
+    # Schema and experiment before the first job: a one-time cost, not a per-job one.
+    prepare_store(
+        tracking_uri=settings.tracking_uri,
+        experiment=settings.mlflow_experiment,
+        artifact_root=settings.artifact_root,
+    )
+
+
+def _ray_backend(settings: Settings):  # type: ignore[no-untyped-def]
+    from fovea.workers.backend import RayBackend
+
+    return RayBackend(
+        address=settings.ray_address,
+        num_cpus=settings.ray_num_cpus,
+        num_gpus=settings.ray_num_gpus,
+    )
+
+
 def build(settings: Settings, *, with_scheduler: bool = True) -> FastAPI:
     app = create_app(settings)
     scheduler = monitor = None
     if with_scheduler:
-        from fovea.platform.scheduler import Scheduler
-        from fovea.workers.backend import RayBackend
-
-        backend = RayBackend(
-            address=settings.ray_address,
-            num_cpus=settings.ray_num_cpus,
-            num_gpus=settings.ray_num_gpus,
-        )
-        scheduler = Scheduler(settings=settings, sessions=app.state.sessions, backend=backend)
         from fovea.platform.monitoring import monitor_for
+        from fovea.platform.scheduler import Scheduler
 
+        scheduler = Scheduler(
+            settings=settings, sessions=app.state.sessions, backend=_ray_backend(settings)
+        )
         monitor = monitor_for(settings, app.state.sessions)  # scheduled drift reports
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        from fovea.tracking import prepare_store
-
-        # Schema and experiment before the first job: a one-time cost, not a per-job one.
-        prepare_store(
-            tracking_uri=settings.tracking_uri,
-            experiment=settings.mlflow_experiment,
-            artifact_root=settings.artifact_root,
-        )
+        _prepare_tracking(settings)
         if scheduler is not None:
             scheduler.start()
         if monitor is not None:
@@ -53,7 +67,9 @@ def build(settings: Settings, *, with_scheduler: bool = True) -> FastAPI:
             if monitor is not None:
                 monitor.stop()
             if scheduler is not None:
-                scheduler.stop()
+                # Ray lives in this process: its jobs die with it. Hand them back now, so a
+                # restart resumes them at once instead of a lease later.
+                scheduler.stop(hand_back=True)
                 scheduler.backend.shutdown()
 
     app.router.lifespan_context = lifespan
@@ -62,6 +78,61 @@ def build(settings: Settings, *, with_scheduler: bool = True) -> FastAPI:
 
 
 def serve(settings: Settings, *, with_scheduler: bool = True) -> None:
+    """`fovea up` (with the scheduler) or `fovea api` (without): uvicorn in this process."""
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
     app = build(settings, with_scheduler=with_scheduler)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+
+
+def run_scheduler(settings: Settings, *, backend=None) -> None:  # type: ignore[no-untyped-def]
+    """`fovea scheduler`: the scheduler (and the drift monitor) without the API.
+
+    SIGTERM or SIGINT drains: no new claims or fires; running jobs are left to finish for
+    up to `drain_timeout_s`, then asked to stop and handed back to the queue (their attempt
+    not counted), to resume from their checkpoint under another scheduler. A second signal
+    hands back at once.
+    """
+    from fovea.platform.monitoring import monitor_for
+    from fovea.platform.scheduler import Scheduler
+    from fovea.platform.store import make_engine, session_factory, upgrade
+
+    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    settings.ensure_home()
+    engine = make_engine(settings.db_url, pool_size=4, max_overflow=4)
+    upgrade(engine)
+    sessions = session_factory(engine)
+    _prepare_tracking(settings)
+    scheduler = Scheduler(
+        settings=settings, sessions=sessions, backend=backend or _ray_backend(settings)
+    )
+    monitor = monitor_for(settings, sessions)
+    signals = threading.Event()
+    hurry = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if signals.is_set():
+            hurry.set()
+        signals.set()
+        scheduler.drain()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
+    scheduler.start()
+    monitor.start()
+    log.info("scheduler %s started (store %s)", scheduler.owner, settings.db_url)
+    while not signals.wait(1.0):
+        pass
+    log.info(
+        "draining: waiting up to %.0f s for %d running job(s)",
+        settings.drain_timeout_s,
+        len(scheduler.handles),
+    )
+    deadline = settings.drain_timeout_s
+    while deadline > 0 and scheduler.handles and not hurry.is_set():
+        scheduler.wait_drained(min(1.0, deadline))
+        deadline -= 1.0
+    monitor.stop()
+    scheduler.stop(hand_back=True)
+    scheduler.backend.shutdown()
+    engine.dispose()
+    log.info("scheduler %s stopped", scheduler.owner)

@@ -96,6 +96,7 @@ class RunLogger:
         self._buffer: deque[Metric] = deque()
         self._retry: list[tuple[list[Metric], int]] = []  # (batch, attempts so far)
         self._keys: dict[str, str] = {}  # raw metric name -> sanitized, computed once
+        self._logged_upto: dict[str, int] = {}  # resumed run: key -> last step logged before
         self._mlflow_s = 0.0
         self._blocking_s = 0.0
         self._local = threading.local()  # nesting depth of blocking sections per thread
@@ -125,6 +126,12 @@ class RunLogger:
                 run = self._call(self.client.get_run, run_id)
                 # A retried job logs its params again: remember them to skip the unchanged.
                 self._params = dict(run.data.params)
+                # ... and replays the steps between its last checkpoint and its death: keep
+                # the points already logged, never a second point at one step.
+                self._logged_upto = {
+                    key: self._call(_last_step, self.client, run_id, key)
+                    for key in run.data.metrics
+                }
                 self._call(self.client.update_run, run_id, status="RUNNING")
         self.run_id: str = run.info.run_id
         self.experiment_id: str = run.info.experiment_id
@@ -205,6 +212,8 @@ class RunLogger:
             key = self._keys.get(name)
             if key is None:
                 key = self._keys.setdefault(name, sanitize_key(name))
+            if self._logged_upto and int(step) <= self._logged_upto.get(key, -(2**62)):
+                continue  # logged by an earlier attempt of this run
             points.append(Metric(key=key, value=value, timestamp=timestamp, step=int(step)))
         with self._lock:
             self.dropped_nonfinite += nonfinite
@@ -389,6 +398,10 @@ class RunLogger:
             self.close("KILLED")
         else:
             self.close("FAILED")
+
+
+def _last_step(client: MlflowClient, run_id: str, key: str) -> int:
+    return max((m.step for m in client.get_metric_history(run_id, key)), default=-(2**62))
 
 
 def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

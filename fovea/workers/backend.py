@@ -6,7 +6,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import ray
 from ray.exceptions import (
@@ -20,11 +20,20 @@ from ray.exceptions import (
     WorkerCrashedError,
 )
 
-from fovea.workers.types import JobResult, WorkerJob
+from fovea.workers.failures import Outcome, OutcomeKind, first_line, outcome_of_result
+from fovea.workers.types import WorkerJob
 
 log = logging.getLogger(__name__)
 
 BOARD_NAME = "fovea-status-board"
+EMBEDDED_RAY_ENV = {
+    "RAY_enable_metrics_collection": "0",
+    "RAY_prestart_worker_first_driver": "0",
+    "RAY_task_events_report_interval_ms": "60000",
+    "RAY_event_stats": "0",
+    "RAY_num_workers_soft_limit": "0",
+}
+NAMESPACE = "fovea"  # the Ray namespace of Fovea's named actors (as fovea.workers.serving)
 # Failures of the machine or process, not of the user's job: retried from the checkpoint.
 _RETRYABLE = (WorkerCrashedError, NodeDiedError, ObjectLostError, OutOfMemoryError, RayActorError)
 
@@ -33,17 +42,27 @@ _RETRYABLE = (WorkerCrashedError, NodeDiedError, ObjectLostError, OutOfMemoryErr
 class StatusBoard:
     """Tiny actor workers push progress and events to; the scheduler drains it.
 
-    It also carries cooperative cancel flags back to the workers.
+    It also carries stop flags back to the workers: a cancel, or a newer attempt of the
+    same job (a worker whose attempt was given up on, e.g. after its scheduler died and the
+    lease expired, stops at its next push instead of training on beside its successor).
     """
 
     def __init__(self) -> None:
         self._progress: dict[str, dict[str, Any]] = {}
         self._events: dict[str, list[dict[str, Any]]] = {}
         self._cancel: set[str] = set()
+        self._attempt: dict[str, int] = {}
 
     def push(
-        self, job_id: str, progress: dict[str, Any] | None, events: list[dict[str, Any]]
+        self,
+        job_id: str,
+        progress: dict[str, Any] | None,
+        events: list[dict[str, Any]],
+        attempt: int | None = None,
     ) -> bool:
+        """Returns True when the worker must stop."""
+        if attempt is not None and attempt < self._attempt.get(job_id, 0):
+            return True  # a stale attempt: drop what it says
         if progress is not None:
             self._progress[job_id] = progress
         if events:
@@ -62,14 +81,16 @@ class StatusBoard:
     def cancel(self, job_id: str) -> None:
         self._cancel.add(job_id)
 
-    def forget(self, job_id: str) -> None:
+    def forget(self, job_id: str, attempt: int = 0) -> None:
+        """A new attempt starts: clear what the old one left, and fence it off."""
         self._cancel.discard(job_id)
         self._progress.pop(job_id, None)
         self._events.pop(job_id, None)
+        self._attempt[job_id] = max(attempt, self._attempt.get(job_id, 0))
 
 
 @ray.remote(max_retries=0)
-def _run_job_remote(job: WorkerJob, board: Any) -> JobResult:
+def _run_job_remote(job: WorkerJob, board: Any) -> Any:
     from fovea.workers.runtime import run_job
 
     return run_job(job, board=board)
@@ -79,7 +100,7 @@ def _run_job_remote(job: WorkerJob, board: Any) -> JobResult:
 class Handle:
     job_id: str
     attempt: int
-    ref: ray.ObjectRef
+    ref: Any  # a ray.ObjectRef for RayBackend; whatever a test backend keeps
     cpus: float
     gpus: float
     started: float = field(default_factory=time.monotonic)
@@ -87,11 +108,23 @@ class Handle:
     force_cancelled: bool = False
 
 
-@dataclass
-class Outcome:
-    result: JobResult | None = None  # the worker returned (succeeded, failed or cancelled)
-    lost: str | None = None  # the worker died: retryable
-    killed: bool = False  # we force-cancelled it
+class Backend(Protocol):
+    """What the scheduler needs of a cluster. RayBackend is the real one; tests inject
+    fakes (fovea.workers.testing) to drive faults the real one cannot produce on cue."""
+
+    def capacity(self) -> tuple[float, float]: ...  # total (cpus, gpus) of the cluster
+
+    def submit(self, job: WorkerJob) -> Handle: ...
+
+    def poll(self, handle: Handle) -> Outcome | None: ...  # None while it runs
+
+    def wait(self, handles: list[Handle], timeout: float) -> None: ...  # until one may be done
+
+    def cancel(self, handle: Handle) -> None: ...
+
+    def drain_status(self) -> dict[str, dict[str, Any]]: ...
+
+    def shutdown(self) -> None: ...
 
 
 class RayBackend:
@@ -106,7 +139,11 @@ class RayBackend:
         cancel_grace_s: float = 15.0,
     ) -> None:
         if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+            kwargs: dict[str, Any] = {
+                "include_dashboard": False,
+                "log_to_driver": True,
+                "namespace": NAMESPACE,
+            }
             if address:
                 kwargs["address"] = address
             else:
@@ -116,23 +153,45 @@ class RayBackend:
                 # Ray runs workers at nice 15, so on a small machine every burst of the
                 # control plane (raylet, this process) preempts training; run them at 0.
                 os.environ.setdefault("RAY_worker_niceness", "0")
+                # Only what the embedded default needs, so an idle stack costs little
+                # (bench/idle.py): no metrics export (the Ray dashboard is off), no idle
+                # worker started ahead of a job, task events batched rarely, idle workers
+                # left after a job exit (each costs ~1% of a core doing nothing).
+                for name, value in EMBEDDED_RAY_ENV.items():
+                    os.environ.setdefault(name, value)
             ray.init(**kwargs)
         self.cancel_grace_s = cancel_grace_s
-        try:
-            self.board = ray.get_actor(BOARD_NAME)
-        except ValueError:
-            self.board = StatusBoard.options(name=BOARD_NAME, get_if_exists=True).remote()
+        self.detached = bool(address)
+        self._board: Any = None
+
+    @property
+    def board(self) -> Any:
+        """The StatusBoard actor, made on first use (an idle stack runs no actor). On a
+        cluster of its own it outlives this scheduler (detached): the next one finds it,
+        and with it fences off the workers of attempts it gave up on."""
+        if self._board is None:
+            self._board = StatusBoard.options(
+                name=BOARD_NAME,
+                namespace=NAMESPACE,
+                get_if_exists=True,
+                lifetime="detached" if self.detached else None,
+            ).remote()
+        return self._board
 
     def capacity(self) -> tuple[float, float]:
         res = ray.cluster_resources()
         return float(res.get("CPU", 0.0)), float(res.get("GPU", 0.0))
 
     def submit(self, job: WorkerJob) -> Handle:
-        ray.get(self.board.forget.remote(job.job_id))
+        ray.get(self.board.forget.remote(job.job_id, job.attempt))
         ref = _run_job_remote.options(
             num_cpus=job.cpus, num_gpus=job.gpus, name=f"fovea-job-{job.job_id}"
         ).remote(job, self.board)
         return Handle(job.job_id, job.attempt, ref, job.cpus, job.gpus)
+
+    def wait(self, handles: list[Handle], timeout: float) -> None:
+        if handles:
+            ray.wait([h.ref for h in handles], num_returns=1, timeout=timeout)
 
     def poll(self, handle: Handle) -> Outcome | None:
         """None while the job runs; an Outcome once it has ended one way or another."""
@@ -150,20 +209,18 @@ class RayBackend:
                 handle.force_cancelled = True
             return None
         try:
-            return Outcome(result=ray.get(handle.ref, timeout=5))
+            return outcome_of_result(ray.get(handle.ref, timeout=5))
         except (TaskCancelledError, GetTimeoutError):
-            return Outcome(killed=True)
+            return Outcome(OutcomeKind.CANCELLED, "the Ray worker was stopped")
         except _RETRYABLE as exc:
             if handle.force_cancelled:
-                return Outcome(killed=True)
-            return Outcome(lost=f"{type(exc).__name__}: {_first_line(exc)}")
+                return Outcome(OutcomeKind.CANCELLED, "the Ray worker was stopped")
+            return Outcome(OutcomeKind.INFRA, f"{type(exc).__name__}: {first_line(exc)}")
         except RayTaskError as exc:
             if handle.force_cancelled:
-                return Outcome(killed=True)
+                return Outcome(OutcomeKind.CANCELLED, "the Ray worker was stopped")
             # run_job catches every exception it can; reaching here means a bug in it.
-            return Outcome(
-                result=JobResult(status="failed", error=f"internal error: {_first_line(exc)}")
-            )
+            return Outcome(OutcomeKind.INTERNAL, f"internal error: {first_line(exc)}")
 
     def cancel(self, handle: Handle) -> None:
         """Ask the worker to stop at its next step; force-kill after the grace period."""
@@ -172,13 +229,10 @@ class RayBackend:
             self.board.cancel.remote(handle.job_id)
 
     def drain_status(self) -> dict[str, dict[str, Any]]:
-        return ray.get(self.board.drain.remote(), timeout=30)
+        if self._board is None:
+            return {}
+        return ray.get(self._board.drain.remote(), timeout=30)
 
     def shutdown(self) -> None:
         if ray.is_initialized():
             ray.shutdown()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[-1] if text else type(exc).__name__

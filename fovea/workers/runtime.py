@@ -19,6 +19,7 @@ from fovea.tasks import DataConfig, ModelConfig, UserError, get_task
 from fovea.tasks.engine import fit, select_device
 from fovea.tasks.plots import training_curves_png
 from fovea.workers import retraining
+from fovea.workers.failures import OutcomeKind, classify_exception
 from fovea.workers.types import JobResult, WorkerJob
 
 log = logging.getLogger(__name__)
@@ -27,12 +28,15 @@ log = logging.getLogger(__name__)
 class BoardReporter:
     """Engine Reporter: metrics to MLflow (buffered), progress and events to the StatusBoard.
 
-    Pushes to the board are throttled to one small actor call per `interval_s`, so the
-    training loop never waits on the control plane more than once a second or so.
+    Pushes to the board are throttled to one small actor call per `interval_s` and never
+    waited on by the training loop (see `push`).
     """
 
-    def __init__(self, *, job_id: str, board: Any, logger: Any, interval_s: float = 1.0) -> None:
+    def __init__(
+        self, *, job_id: str, board: Any, logger: Any, interval_s: float = 1.0, attempt: int = 0
+    ) -> None:
         self.job_id = job_id
+        self.attempt = attempt
         self.board = board
         self.logger = logger
         self.interval_s = interval_s
@@ -41,6 +45,7 @@ class BoardReporter:
         self._last_push = 0.0
         self._cancelled = False
         self._lock = threading.Lock()
+        self._inflight: tuple[Any, list[dict[str, Any]]] | None = None
 
     # Reporter protocol -----------------------------------------------------------------
     def log_metrics(self, metrics: Mapping[str, float], *, step: int) -> None:
@@ -74,19 +79,49 @@ class BoardReporter:
     def __call__(self, kind: str, message: str, data: Mapping[str, Any] | None = None) -> None:
         self.event(kind, message, data)
 
-    def push(self) -> None:
+    def push(self, *, wait: bool = False) -> None:
+        """Send the progress and the pending events to the board.
+
+        The training thread never waits on the control plane: the actor call is sent and
+        its answer (whether a cancel was asked) taken in by a later push. While one push is
+        still on its way the next leaves its events queued for the one after. `wait=True`
+        (at the end of a job) sends everything and waits for the answer, up to 10 s.
+        """
+        if self._inflight is not None and not self._settle(timeout=10.0 if wait else 0.0):
+            return
         with self._lock:
             events, self._events = self._events, []
         self._last_push = time.monotonic()
         try:
-            self._cancelled = (
-                ray.get(self.board.push.remote(self.job_id, self._progress, events), timeout=10)
-                or self._cancelled
-            )
-        except Exception:  # the control plane being slow must not kill training
+            ref = self.board.push.remote(self.job_id, self._progress, events, self.attempt)
+        except Exception:  # the control plane being away must not kill training
             log.warning("status push failed for job %s", self.job_id, exc_info=True)
-            with self._lock:
-                self._events[:0] = events
+            self._requeue(events)
+            return
+        self._inflight = (ref, events)
+        if wait:
+            self._settle(timeout=10.0)
+
+    def _settle(self, *, timeout: float) -> bool:
+        """Take in the answer of the push on its way; False while it is still pending."""
+        assert self._inflight is not None
+        ref, events = self._inflight
+        ready, _ = ray.wait([ref], timeout=timeout)
+        if not ready and timeout == 0:
+            return False
+        self._inflight = None
+        try:
+            if not ready:
+                raise TimeoutError(f"no answer from the status board in {timeout:.0f} s")
+            self._cancelled = ray.get(ref) or self._cancelled
+        except Exception:
+            log.warning("status push failed for job %s", self.job_id, exc_info=True)
+            self._requeue(events)
+        return True
+
+    def _requeue(self, events: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self._events[:0] = events
 
 
 def run_job(job: WorkerJob, *, board: Any) -> JobResult:
@@ -95,7 +130,7 @@ def run_job(job: WorkerJob, *, board: Any) -> JobResult:
 
     started = time.monotonic()
     torch.set_num_threads(max(1, int(job.cpus)))
-    reporter = BoardReporter(job_id=job.job_id, board=board, logger=None)
+    reporter = BoardReporter(job_id=job.job_id, board=board, logger=None, attempt=job.attempt)
     logger = None
     try:
         task = get_task(job.task, train=job.train)
@@ -128,6 +163,7 @@ def run_job(job: WorkerJob, *, board: Any) -> JobResult:
         device = select_device("cuda" if job.gpus > 0 else "cpu")
         fit_started = time.monotonic()
         blocked_before_fit = logger.blocking_seconds
+        mlflow_before_fit = logger.mlflow_seconds
         result = fit(
             task,
             model,
@@ -139,9 +175,10 @@ def run_job(job: WorkerJob, *, board: Any) -> JobResult:
         )
         fit_seconds = time.monotonic() - fit_started
         blocked_in_fit = logger.blocking_seconds - blocked_before_fit
+        mlflow_in_fit = logger.mlflow_seconds - mlflow_before_fit
         if result.cancelled:
             logger.close(status="KILLED")
-            reporter.push()
+            reporter.push(wait=True)
             return JobResult(status="cancelled", mlflow_run_id=logger.run_id)
 
         logger.log_metrics(
@@ -195,7 +232,7 @@ def run_job(job: WorkerJob, *, board: Any) -> JobResult:
         logger.close(status="FINISHED")
         # The best weights now live in MLflow; checkpoints only serve resuming a failed run.
         shutil.rmtree(job.checkpoint_dir, ignore_errors=True)
-        reporter.push()
+        reporter.push(wait=True)
         return JobResult(
             status="succeeded",
             metrics=result.metrics,
@@ -210,13 +247,14 @@ def run_job(job: WorkerJob, *, board: Any) -> JobResult:
                 "mlflow_s": logger.mlflow_seconds,
                 "mlflow_blocking_s": logger.blocking_seconds,
                 "mlflow_blocking_fit_s": blocked_in_fit,
+                "mlflow_fit_s": mlflow_in_fit,
             },
         )
     except UserError as exc:
-        return _failed(logger, reporter, str(exc))
-    except Exception as exc:  # a bug or an environment problem: fail with the reason
+        return _failed(logger, reporter, str(exc), OutcomeKind.USER_ERROR)
+    except Exception as exc:  # a bug or an environment problem: the policy tells which
         log.error("job %s crashed:\n%s", job.job_id, traceback.format_exc())
-        return _failed(logger, reporter, f"{type(exc).__name__}: {exc}")
+        return _failed(logger, reporter, f"{type(exc).__name__}: {exc}", classify_exception(exc))
 
 
 def _log_reference(
@@ -246,7 +284,7 @@ def _log_reference(
     )
 
 
-def _failed(logger: Any, reporter: BoardReporter, error: str) -> JobResult:
+def _failed(logger: Any, reporter: BoardReporter, error: str, kind: OutcomeKind) -> JobResult:
     run_id = None
     if logger is not None:
         run_id = logger.run_id
@@ -255,8 +293,8 @@ def _failed(logger: Any, reporter: BoardReporter, error: str) -> JobResult:
             logger.close(status="FAILED")
         except Exception:
             log.warning("could not close the MLflow run", exc_info=True)
-    reporter.push()
-    return JobResult(status="failed", error=error, mlflow_run_id=run_id)
+    reporter.push(wait=True)
+    return JobResult(status="failed", error=error, mlflow_run_id=run_id, failure=kind.value)
 
 
 def _resolve_weights(job: WorkerJob) -> ModelConfig:

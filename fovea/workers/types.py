@@ -102,6 +102,9 @@ def _int_keys(mapping: dict[str, str] | None) -> dict[int, str] | None:
 class JobResult:
     status: Literal["succeeded", "failed", "cancelled"]
     error: str | None = None
+    # for status "failed": an OutcomeKind value (user_error, internal or infra), see
+    # fovea.workers.failures: infra failures (MLflow or storage down) are retried
+    failure: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     mlflow_run_id: str | None = None
     model_name: str | None = None

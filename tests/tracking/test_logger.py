@@ -202,3 +202,22 @@ def test_same_experiment_is_reused(mlflow_store: MlflowStore, unique_name: str) 
     with _open(mlflow_store, unique_name) as a, _open(mlflow_store, unique_name) as b:
         assert a.experiment_id == b.experiment_id
         assert a.run_id != b.run_id
+
+
+def test_resumed_run_never_logs_a_step_twice(mlflow_store: MlflowStore, unique_name: str) -> None:
+    """An attempt died after logging steps 1..5 (its checkpoint was at step 3); the retry
+    replays steps 4..8: the history keeps one point per step, the first attempt's."""
+    client = make_client(mlflow_store.tracking_uri)
+    first = _open(mlflow_store, unique_name)
+    for step in range(1, 6):
+        first.log_metrics({"train/loss": 1.0, "val/top1": 0.1}, step=step)
+    first.flush()  # then SIGKILL: no close, the run stays RUNNING
+    resumed = RunLogger(tracking_uri=mlflow_store.tracking_uri, run_id=first.run_id)
+    for step in range(4, 9):
+        resumed.log_metrics({"train/loss": 2.0, "new/metric": 3.0}, step=step)
+    resumed.close("FINISHED")
+    history = client.get_metric_history(first.run_id, "train/loss")
+    steps = [m.step for m in history]
+    assert sorted(steps) == [1, 2, 3, 4, 5, 6, 7, 8], steps
+    assert {m.step: m.value for m in history}[5] == 1.0
+    assert len(client.get_metric_history(first.run_id, "new/metric")) == 5

@@ -11,7 +11,7 @@ from fovea.config import Settings
 from fovea.platform.api import jobs, models, monitoring, schedules
 from fovea.platform.api.admission import Admission
 from fovea.platform.api.deps import require_token
-from fovea.platform.api.errors import error_response, install_error_handlers
+from fovea.platform.api.errors import document_errors, error_response, install_error_handlers
 from fovea.platform.api.runs import router as runs_router
 from fovea.platform.schedules import ScheduleConflict
 from fovea.platform.store import make_engine, read_session_factory, session_factory, upgrade
@@ -68,4 +68,5 @@ def create_app(settings: Settings | None = None, *, token: str | None = None) ->
         detail = [{"field": "name", "problem": str(exc)}]
         return error_response(409, "conflict", str(exc), detail)
 
+    document_errors(app)
     return app

@@ -14,6 +14,11 @@ from fovea.config import Settings
 
 _bearer = HTTPBearer(auto_error=False)
 
+# The largest id or offset a query may name: PostgreSQL's `integer` (SQLite's is wider).
+# Past it the database itself would refuse the number (a 500); the API answers 422.
+MAX_ROW_ID = 2**31 - 1
+MAX_BIG_ROW_ID = 2**63 - 1  # `bigint` ids: the prediction log, drift reports
+
 
 class Unauthorized(Exception):
     pass

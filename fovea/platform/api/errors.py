@@ -9,6 +9,7 @@ written, and the same request may be sent again (with the same Idempotency-Key).
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,6 +20,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from fovea.platform.api.admission import EXEMPT_PATHS
 from fovea.platform.api.deps import Unauthorized
 from fovea.platform.errors import (
     IdempotencyConflict,
@@ -65,7 +67,7 @@ def unavailable_response(message: str, *, retry_after_s: int) -> JSONResponse:
 
 _DESCRIPTIONS = {
     401: "missing or wrong bearer token (header WWW-Authenticate: Bearer)",
-    404: "no such job or model",
+    404: "nothing of that name or id (the path names it)",
     409: "the job's state does not allow it (e.g. cancelling a finished job)",
     413: "request body over the configured limit (FOVEA_API_MAX_BODY_BYTES)",
     422: "invalid request: every problem named with its field",
@@ -86,6 +88,67 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         if code == 401:
             out[code]["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
     return out
+
+
+def document_errors(app: FastAPI) -> None:
+    """Make the app's OpenAPI schema say what it answers: on every operation, each status
+    it can send with the error body. The generic ones are added here (401 behind the token,
+    503 from admission and the database, 422 where there is input, 413 where there is a
+    body, 404 where the path names something); routes declare the rest (409) and their own
+    descriptions. FastAPI's HTTPValidationError, which the app never sends, goes away."""
+    base = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = base()
+        for path, operations in schema["paths"].items():
+            for operation in operations.values():
+                _add_generic(operation, path=path)
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _add_generic(operation: dict[str, Any], *, path: str) -> None:
+    codes = []
+    if path not in EXEMPT_PATHS:  # admission control answers 503 for everything else
+        codes.append(503)
+    if operation.get("security"):  # behind the bearer token
+        codes.append(401)
+    if operation.get("parameters") or "requestBody" in operation:
+        codes.append(422)
+    if "requestBody" in operation:
+        codes.append(413)
+    if "{" in path:
+        codes.append(404)
+    responses = operation.setdefault("responses", {})
+    ref = {"$ref": "#/components/schemas/ErrorOut"}
+    for code, spec in error_responses(*codes).items():
+        documented = responses.get(str(code))
+        if documented is None:
+            spec = {k: v for k, v in spec.items() if k != "model"}
+            responses[str(code)] = {**spec, "content": {"application/json": {"schema": ref}}}
+        elif code == 422:  # FastAPI's own default: the app's error body instead
+            documented["content"] = {"application/json": {"schema": ref}}
+            documented["description"] = _DESCRIPTIONS[422]
+
+
+def _allowed(app: FastAPI, path: str) -> str | None:
+    """The methods the OpenAPI schema gives `path` (its templates matched segment by
+    segment), e.g. "GET, POST" for /jobs."""
+    methods: set[str] = set()
+    for template, operations in app.openapi()["paths"].items():
+        pattern = "".join(
+            "[^/]+" if part.startswith("{") else re.escape(part)
+            for part in re.split(r"(\{[^/]+\})", template)
+        )
+        if re.fullmatch(pattern, path):
+            methods.update(m.upper() for m in operations)
+    return ", ".join(sorted(methods)) or None
 
 
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -154,19 +217,23 @@ def install_error_handlers(app: FastAPI) -> None:
             retry_after_s=DB_RETRY_AFTER_S,
         )
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 400:  # a body FastAPI could not decode (e.g. not UTF-8)
-            problem = "request body cannot be read as JSON (UTF-8)"
-            return error_response(
-                422, "invalid_request", f"body: {problem}", [{"field": "body", "problem": problem}]
-            )
-        error = _HTTP_ERRORS.get(exc.status_code, "http_error")
-        return error_response(
-            exc.status_code, error, str(exc.detail), headers=dict(exc.headers or {})
-        )
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal_error", "internal server error; see the server log")
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Routing's own answers (404, 405) and undecodable bodies, in the error body."""
+    if exc.status_code == 400:  # a body FastAPI could not decode (e.g. not UTF-8)
+        problem = "request body cannot be read as JSON (UTF-8)"
+        return error_response(
+            422, "invalid_request", f"body: {problem}", [{"field": "body", "problem": problem}]
+        )
+    error = _HTTP_ERRORS.get(exc.status_code, "http_error")
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:  # every method of the path, not only the first route's
+        headers["Allow"] = _allowed(request.app, request.url.path) or headers.get("Allow", "")
+    return error_response(exc.status_code, error, str(exc.detail), headers=headers)

@@ -19,6 +19,11 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 MAX_PAGE = 500
 MAX_OFFSET = 2**31 - 1
 JobId = Annotated[str, Path(min_length=1, max_length=64)]
+_BY_ID = {"parameters": {"job_id": "$response.body#/id"}}
+_LINKS = {  # for clients and for stateful tests: what to do with the id
+    "GetJob": {"operationId": "get_job_jobs__job_id__get", **_BY_ID},
+    "CancelJob": {"operationId": "cancel_job_jobs__job_id__cancel_post", **_BY_ID},
+}
 
 
 @router.post(
@@ -27,7 +32,7 @@ JobId = Annotated[str, Path(min_length=1, max_length=64)]
     response_model=JobOut,
     responses={
         200: {"model": JobOut, "description": "replay: this Idempotency-Key's job, as created"},
-        201: {"description": "the job, queued"},
+        201: {"description": "the job, queued", "links": _LINKS},
         **error_responses(401, 413, 422, 503),
     },
 )

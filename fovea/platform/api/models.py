@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from fovea.platform import promotions
-from fovea.platform.api.deps import SessionDep, SettingsDep
+from fovea.platform.api.deps import MAX_ROW_ID, SessionDep, SettingsDep
 from fovea.platform.api.errors import error_responses
 from fovea.platform.errors import NotFound, Unavailable
 from fovea.platform.model_events import list_model_events
@@ -100,7 +100,7 @@ class ModelEventOut(BaseModel):
         )
 
 
-@router.post("/{name}/promote", response_model=ModelEventOut)
+@router.post("/{name}/promote", response_model=ModelEventOut, responses=error_responses(409))
 def promote_model(
     name: str, body: PromoteIn, session: SessionDep, settings: SettingsDep
 ) -> ModelEventOut:
@@ -115,7 +115,7 @@ def promote_model(
     return ModelEventOut.of(event)
 
 
-@router.post("/{name}/rollback", response_model=ModelEventOut)
+@router.post("/{name}/rollback", response_model=ModelEventOut, responses=error_responses(409))
 def rollback_model(
     name: str, body: RollbackIn, session: SessionDep, settings: SettingsDep
 ) -> ModelEventOut:
@@ -131,7 +131,7 @@ def model_events(
     name: str,
     session: SessionDep,
     kind: Annotated[str | None, Query(max_length=40)] = None,
-    after_id: Annotated[int, Query(ge=0)] = 0,
+    after_id: Annotated[int, Query(ge=0, le=MAX_ROW_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[ModelEventOut]:
     """Drift verdicts, retrain triggers, promotions and rollbacks of a model, oldest first."""

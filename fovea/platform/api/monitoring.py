@@ -15,17 +15,19 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Query, Request, Response, status
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from fovea.platform.api.deps import SessionDep, SettingsDep
-from fovea.platform.api.errors import error_response
+from fovea.platform.api.deps import MAX_BIG_ROW_ID, SessionDep, SettingsDep
+from fovea.platform.api.errors import error_response, error_responses
 from fovea.platform.errors import NotFound, SpecError, Unavailable
 from fovea.platform.store import transaction
 from fovea.platform.validation import resolve_data_path
 
 router = APIRouter(prefix="/models", tags=["monitoring"])
+ReportId = Annotated[int, PathParam(ge=1, le=MAX_BIG_ROW_ID)]
 
 
 class PayloadTooLarge(Exception):
@@ -67,7 +69,48 @@ class ScoreRequest(BaseModel):
 # ---- predict -------------------------------------------------------------------------------
 
 
-@router.post("/{name}/predict")
+_IMAGES_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["files"],
+                "properties": {
+                    "files": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                },
+            }
+        },
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["images"],
+                "properties": {
+                    "images": {
+                        "type": "array",
+                        "description": "base64 strings, or {name, data} with data base64",
+                        "items": {
+                            "anyOf": [
+                                {"type": "string", "format": "byte"},
+                                {
+                                    "type": "object",
+                                    "required": ["data"],
+                                    "properties": {
+                                        "name": {"type": "string"},
+                                        "data": {"type": "string", "format": "byte"},
+                                    },
+                                },
+                            ]
+                        },
+                    }
+                },
+            }
+        },
+    },
+}
+
+
+@router.post("/{name}/predict", openapi_extra={"requestBody": _IMAGES_BODY})
 async def predict(
     name: str,
     request: Request,
@@ -119,7 +162,13 @@ async def _read_images(request: Request, settings: Any) -> list[tuple[str, bytes
             if hasattr(v, "read")
         ]
     else:
-        files = _json_images(await request.json())
+        try:
+            body = await request.json()
+        except ValueError:  # not JSON, or not UTF-8
+            raise SpecError(
+                "body", "expected multipart field 'files' or JSON {'images': [...]}"
+            ) from None
+        files = _json_images(body)
     if not files:
         raise SpecError(
             "files", "no images in the request (multipart field 'files' or JSON 'images')"
@@ -312,7 +361,7 @@ def drift(
     }
 
 
-@router.post("/{name}/drift", status_code=status.HTTP_201_CREATED)
+@router.post("/{name}/drift", status_code=status.HTTP_201_CREATED, responses=error_responses(409))
 async def compute_drift(
     name: str,
     request: Request,
@@ -346,12 +395,16 @@ def _compute(request: Request, resolved: Any, window: int) -> dict[str, Any]:
 
 
 @router.get("/{name}/drift/{report_id}")
-def drift_report(name: str, report_id: int, session: SessionDep) -> dict[str, Any]:
+def drift_report(name: str, report_id: ReportId, session: SessionDep) -> dict[str, Any]:
     return _report(_get_report(session, name, report_id), full=True)
 
 
-@router.get("/{name}/drift/{report_id}/plots/{plot}")
-def drift_plot(name: str, report_id: int, plot: str, session: SessionDep) -> Response:
+@router.get(
+    "/{name}/drift/{report_id}/plots/{plot}",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}, "description": "the plot"}},
+)
+def drift_plot(name: str, report_id: ReportId, plot: str, session: SessionDep) -> Response:
     from fovea.platform.drift_plots import PLOTS
 
     if plot not in PLOTS:
@@ -400,7 +453,7 @@ def predictions(
     name: str,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before_id: Annotated[int | None, Query(ge=1)] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=MAX_BIG_ROW_ID)] = None,
 ) -> dict[str, Any]:
     """The newest rows of the prediction log (embeddings left out)."""
     from fovea.platform.monitoring import recent_predictions

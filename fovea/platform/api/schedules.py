@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from fovea.platform import cron
 from fovea.platform import schedules as svc
 from fovea.platform.api.deps import SessionDep, SettingsDep
+from fovea.platform.api.errors import error_responses
 from fovea.platform.store import Schedule, ScheduleEvent
 
 router = APIRouter(prefix="/schedules", tags=["schedules"])
@@ -86,7 +87,23 @@ class ScheduleList(BaseModel):
     items: list[ScheduleOut]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=ScheduleOut)
+_BY_ID = {"parameters": {"schedule_id": "$response.body#/id"}}
+_LINKS = {
+    "GetSchedule": {"operationId": "get_schedule_schedules__schedule_id__get", **_BY_ID},
+    "UpdateSchedule": {"operationId": "update_schedule_schedules__schedule_id__patch", **_BY_ID},
+    "DeleteSchedule": {"operationId": "delete_schedule_schedules__schedule_id__delete", **_BY_ID},
+}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ScheduleOut,
+    responses={
+        201: {"description": "the schedule", "links": _LINKS},
+        **error_responses(409),
+    },
+)
 def create_schedule(
     spec: svc.ScheduleSpec, session: SessionDep, settings: SettingsDep
 ) -> ScheduleOut:

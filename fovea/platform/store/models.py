@@ -123,6 +123,11 @@ class Job(Base):
     progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     model_name: Mapped[str | None] = mapped_column(String(200))
     model_version: Mapped[str | None] = mapped_column(String(32))
+    # a queued retry is not claimed before this (backoff); None: at once
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # "FAILED" | "KILLED": the MLflow run of an attempt that ended badly, still to be ended
+    # by a scheduler (the worker died, or MLflow was down); cleared once done
+    run_end_pending: Mapped[str | None] = mapped_column(String(16))
 
     events: Mapped[list[JobEvent]] = relationship(
         back_populates="job", lazy="raise", order_by="JobEvent.id"
@@ -132,6 +137,7 @@ class Job(Base):
         Index("ix_jobs_claim_order", "state", "priority", "submitted_at"),
         Index("ix_jobs_project_submitted", "project", "submitted_at"),
         Index("ix_jobs_submitted", "submitted_at"),
+        Index("ix_jobs_run_end_pending", "run_end_pending"),
     )
 
     @property

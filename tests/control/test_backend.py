@@ -1,0 +1,140 @@
+"""The failure policy's first half: every way an attempt ends becomes one typed Outcome.
+
+Exceptions are sorted by `classify_exception` (pure), and RayBackend.poll sorts what a
+real local Ray reports: a returned result, a worker that died (os._exit, as SIGKILL or the
+OOM killer leave it), an exception escaping the worker, a force-cancelled task.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from fovea.tasks.errors import UserError
+from fovea.workers.failures import OutcomeKind, classify_exception, outcome_of_result
+from fovea.workers.types import JobResult
+
+
+class ConnectionError(Exception):  # noqa: A001  (named like requests' own, which is no builtin)
+    pass
+
+
+class MlflowException(Exception):
+    def __init__(self, message: str, error_code: str) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+
+
+def _chained(outer: Exception, inner: Exception) -> Exception:
+    try:
+        try:
+            raise inner
+        except Exception as exc:
+            raise outer from exc
+    except Exception as exc:
+        return exc
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind"),
+    [
+        (UserError("dataset.uri: no images"), OutcomeKind.USER_ERROR),
+        (_chained(RuntimeError("wrapped"), UserError("bad label")), OutcomeKind.USER_ERROR),
+        (MemoryError(), OutcomeKind.INFRA),
+        (OSError(errno.ENOSPC, "No space left on device"), OutcomeKind.INFRA),
+        (OSError(errno.EIO, "I/O error"), OutcomeKind.INFRA),
+        (TimeoutError("read timed out"), OutcomeKind.INFRA),
+        (ConnectionError("HTTPConnectionPool: Max retries exceeded"), OutcomeKind.INFRA),
+        (MlflowException("API request failed", "TEMPORARILY_UNAVAILABLE"), OutcomeKind.INFRA),
+        (
+            _chained(MlflowException("boom", "INTERNAL_ERROR"), ConnectionRefusedError()),
+            OutcomeKind.INFRA,
+        ),
+        (MlflowException("bad param", "INVALID_PARAMETER_VALUE"), OutcomeKind.INTERNAL),
+        (OSError(errno.ENOENT, "No such file"), OutcomeKind.INTERNAL),
+        (KeyError("x"), OutcomeKind.INTERNAL),
+        (ZeroDivisionError(), OutcomeKind.INTERNAL),
+    ],
+)
+def test_classify_exception(exc: Exception, kind: OutcomeKind) -> None:
+    assert classify_exception(exc) is kind
+
+
+def test_torch_out_of_memory_is_retried() -> None:
+    import torch
+
+    assert classify_exception(torch.cuda.OutOfMemoryError("CUDA out of memory")) is (
+        OutcomeKind.INFRA
+    )
+
+
+@pytest.mark.parametrize(
+    ("result", "kind"),
+    [
+        (JobResult(status="succeeded"), OutcomeKind.FINISHED),
+        (JobResult(status="cancelled"), OutcomeKind.CANCELLED),
+        (JobResult(status="failed", error="x", failure="user_error"), OutcomeKind.USER_ERROR),
+        (JobResult(status="failed", error="x", failure="infra"), OutcomeKind.INFRA),
+        (JobResult(status="failed", error="x"), OutcomeKind.INTERNAL),  # a worker of old
+    ],
+)
+def test_outcome_of_a_returned_result(result: JobResult, kind: OutcomeKind) -> None:
+    assert outcome_of_result(result).kind is kind
+
+
+@pytest.fixture(scope="module")
+def ray_backend() -> Iterator[object]:
+    from fovea.workers.backend import RayBackend
+
+    backend = RayBackend(num_cpus=2, num_gpus=0, cancel_grace_s=0.0)
+    yield backend
+    backend.shutdown()
+
+
+def _ended(backend, ref, *, cancel: bool = False):  # type: ignore[no-untyped-def]
+    from fovea.workers.backend import Handle
+
+    handle = Handle("job", 1, ref, 1.0, 0.0)
+    if cancel:
+        backend.cancel(handle)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        outcome = backend.poll(handle)
+        if outcome is not None:
+            return outcome
+        time.sleep(0.1)
+    raise AssertionError("no outcome in 60 s")
+
+
+def test_ray_backend_sorts_what_ray_reports(ray_backend) -> None:  # type: ignore[no-untyped-def]
+    import ray
+
+    @ray.remote(max_retries=0)
+    def returns(status: str, failure: str | None) -> JobResult:
+        return JobResult(status=status, error="e" if failure else None, failure=failure)  # type: ignore[arg-type]
+
+    @ray.remote(max_retries=0)
+    def dies() -> None:
+        os._exit(137)  # what SIGKILL or the OOM killer leave behind
+
+    @ray.remote(max_retries=0)
+    def raises() -> None:
+        raise ValueError("a bug that escaped run_job")
+
+    @ray.remote(max_retries=0)
+    def hangs() -> None:
+        time.sleep(600)
+
+    assert _ended(ray_backend, returns.remote("succeeded", None)).kind is OutcomeKind.FINISHED
+    user = _ended(ray_backend, returns.remote("failed", "user_error"))
+    assert user.kind is OutcomeKind.USER_ERROR
+    died = _ended(ray_backend, dies.remote())
+    assert died.kind is OutcomeKind.INFRA and "WorkerCrashedError" in died.reason
+    bug = _ended(ray_backend, raises.remote())
+    assert bug.kind is OutcomeKind.INTERNAL and "a bug" in bug.reason
+    # a worker that ignores the cancel flag is force-killed after the grace (0 s here)
+    assert _ended(ray_backend, hangs.remote(), cancel=True).kind is OutcomeKind.CANCELLED
