@@ -109,6 +109,7 @@ def main() -> None:
                   f"{time.perf_counter() - started:.1f} s")  # fmt: skip
             dashboard = Dashboard(api_url=api.url, token=TOKEN, log=home / "dashboard.log")
             urls = {p: f"{dashboard.url}/{p}" for p in TITLES}
+            urls["jobs"] = f"{dashboard.url}/"  # the default page lives at the root
             urls["run"] += f"?job={run_job}"
             times: dict[str, list[float]] = {p: [] for p in TITLES}
             try:

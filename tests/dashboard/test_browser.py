@@ -53,8 +53,8 @@ def _progress(page) -> float | None:  # type: ignore[no-untyped-def]
 
 def test_submit_watch_and_open_the_run(stack: Stack, browser_page) -> None:  # type: ignore[no-untyped-def]
     dashboard, page = browser_page
-    open_page(page, f"{dashboard.url}/jobs", "Jobs")
-    page.get_by_label("Name").fill("browser-digits")
+    open_page(page, f"{dashboard.url}/", "Jobs")  # the default page
+    page.get_by_label("Name", exact=True).fill("browser-digits")
     page.get_by_label("Register as (model name, optional)").fill("browser-digits")
     page.get_by_label("Register as (model name, optional)").press("Enter")
     settle(page)
