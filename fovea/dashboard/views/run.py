@@ -12,6 +12,7 @@ import streamlit as st
 from fovea.dashboard import common
 
 REFRESH_S = 2
+NOT_QUALITY = ("lr", "seconds", "per_s", "gate/")  # other scales than the quality metrics
 PICTURES = (  # allow-listed artifact names, in the order a reader wants them
     "training_curves.png",
     "confusion_matrix.png",
@@ -69,8 +70,7 @@ def draw_curves(job_id: str) -> None:
     if losses:
         left.markdown("**Loss**")
         left.line_chart(frame[losses], height=260)
-    learning = [c for c in others if c in ("lr", "train/lr")]
-    quality = [c for c in others if c not in learning]
+    quality = [c for c in others if not any(w in c for w in NOT_QUALITY)]
     if quality:
         right.markdown("**Metrics**")
         right.line_chart(frame[quality], height=260)
@@ -134,7 +134,9 @@ def _final(job: dict[str, Any]) -> None:
         st.dataframe(frame, hide_index=True, width="stretch")
     decision = job.get("promotion")
     if decision:
-        st.info(f"Promotion gate: {decision.get('summary') or json.dumps(decision)[:500]}")
+        verdict = "promoted to champion" if decision.get("promote") else "champion kept"
+        reasons = "; ".join(str(r) for r in decision.get("reasons") or [])
+        st.info(f"Promotion gate: {verdict}. {reasons}")
 
 
 def _table(name: str, body: dict[str, Any]) -> None:
