@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 
 from fovea.dashboard import common
 
-DECISION_KINDS = ("promotion", "promoted", "kept", "rollback", "promotion_decision")
+MAX_GATE_JOBS = 10  # newest jobs of a model whose gate decisions are shown
 PALETTE = np.array(  # class index -> RGB, for masks
     [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
      [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212]],
@@ -61,9 +61,8 @@ def _champion(model: dict[str, Any]) -> None:
             f"v{champion['version']}",
             help=f"{champion['main_metric']} = {score}",
         )
-        left.caption(
-            f"Champion version: v{champion['version']} · {champion['main_metric']} {score}"
-        )
+        shown = "-" if score is None else f"{score:.4g}"
+        left.caption(f"Champion version: v{champion['version']} · {champion['main_metric']} {shown}")
     else:
         left.metric("Champion", "none")
     if challenger:
@@ -96,15 +95,37 @@ def _versions(model: dict[str, Any]) -> None:
     st.dataframe(frame, hide_index=True, width="stretch")
 
 
+def _gate_rows(name: str) -> list[dict[str, Any]]:
+    """The promotion gate's decision on each recent job that registered a version of `name`."""
+    api = common.client()
+    recent = common.call(api.jobs, limit=200)["items"]
+    rows = []
+    for summary in [j for j in recent if j["model_name"] == name][:MAX_GATE_JOBS]:
+        decision = common.call(api.job, summary["id"]).get("promotion")
+        if decision:
+            rows.append(
+                {
+                    "at": summary["finished_at"],
+                    "kind": "gate: promoted" if decision.get("promote") else "gate: kept",
+                    "version": summary["model_version"],
+                    "value": decision.get("candidate"),
+                    "reason": "; ".join(str(r) for r in decision.get("reasons") or []),
+                }
+            )
+    return rows
+
+
 def _decisions(name: str) -> None:
+    gate = _gate_rows(name)
     events = common.call(common.client().model_events, name)
     decisions = [e for e in events if e["kind"] != "drift_verdict"]
     st.markdown("**Promotion decisions and other events**")
-    if not decisions:
+    if not decisions and not gate:
         st.caption("No decisions recorded yet.")
         return
     frame = pd.DataFrame(
-        [
+        gate
+        + [
             {
                 "at": e["at"],
                 "kind": e["kind"],
