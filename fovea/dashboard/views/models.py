@@ -62,7 +62,8 @@ def _champion(model: dict[str, Any]) -> None:
             help=f"{champion['main_metric']} = {score}",
         )
         shown = "-" if score is None else f"{score:.4g}"
-        left.caption(f"Champion version: v{champion['version']} · {champion['main_metric']} {shown}")
+        metric = champion["main_metric"]
+        left.caption(f"Champion version: v{champion['version']} · {metric} {shown}")
     else:
         left.metric("Champion", "none")
     if challenger:
