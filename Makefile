@@ -35,6 +35,7 @@ bench: $(STAMP)
 	-$(BIN)/python bench/drift.py
 	$(BIN)/python bench/detection.py
 	$(BIN)/python bench/segmentation.py
+	$(BIN)/python bench/dashboard.py
 
 clean:
 	rm -rf .fovea

@@ -45,6 +45,10 @@ def up(
     host: Annotated[str | None, typer.Option(help="bind address (default 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="port (default 8742)")] = None,
     scheduler: Annotated[bool, typer.Option(help="run the scheduler in this process")] = True,
+    dashboard: Annotated[
+        bool, typer.Option(help="also start the dashboard (fovea dashboard) beside the API")
+    ] = False,
+    dashboard_port: Annotated[int, typer.Option(help="the dashboard's port")] = 8501,
 ) -> None:
     """Start the API and the scheduler (local Ray, SQLite, local MLflow) and keep running."""
     import logging
@@ -65,7 +69,42 @@ def up(
     where = "FOVEA_API_TOKEN" if settings.api_token else str(settings.token_file)
     console.print(f"Fovea API on [bold]{settings.base_url}[/bold]  (token: {where})")
     console.print(f"job store {settings.db_url}\nMLflow    {settings.tracking_uri}")
-    serve(settings, with_scheduler=scheduler)
+    child = _start_dashboard(port=dashboard_port, api_url=settings.base_url) if dashboard else None
+    try:
+        serve(settings, with_scheduler=scheduler)
+    finally:
+        if child is not None:
+            child.terminate()
+            child.wait(10)
+
+
+def _start_dashboard(*, port: int, api_url: str) -> subprocess.Popen[bytes]:
+    from fovea.dashboard import launch
+
+    problem = launch.check_installed()
+    if problem:
+        _fail(problem)
+    console.print(f"dashboard on [bold]http://127.0.0.1:{port}[/bold]")
+    return launch.start(port=port, api_url=api_url)
+
+
+@app.command("dashboard")
+def dashboard_command(
+    port: Annotated[int, typer.Option(help="port of the dashboard")] = 8501,
+    url: Annotated[
+        str | None, typer.Option(help="API base URL (default: this FOVEA_HOME's)")
+    ] = None,
+) -> None:
+    """Start the Streamlit dashboard (on 127.0.0.1, usage statistics off), a client of the API."""
+    from fovea.dashboard import launch
+
+    problem = launch.check_installed()
+    if problem:
+        _fail(problem)
+    api_url = url or Settings().base_url
+    console.print(f"dashboard on [bold]http://127.0.0.1:{port}[/bold]  (API {api_url})")
+    env = launch.environment(api_url=api_url)
+    raise typer.Exit(subprocess.call(launch.command(port=port), env=env))
 
 
 def _serving_settings(host: str | None, port: int | None) -> Settings:

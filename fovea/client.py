@@ -26,9 +26,9 @@ class Client:
     def from_settings(cls, settings: Settings, base_url: str | None = None) -> Client:
         return cls(base_url or settings.base_url, settings.resolve_token(create=False))
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            resp = self.http.request(method, path, **kwargs)
+            return self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise ApiError(
                 0,
@@ -37,6 +37,9 @@ class Client:
                     "is `fovea up` running?"
                 },
             ) from None
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = self._send(method, path, **kwargs)
         try:
             body = resp.json()
         except ValueError:
@@ -60,6 +63,27 @@ class Client:
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._call("POST", f"/jobs/{job_id}/cancel")
+
+    def job_metrics(self, job_id: str, *, keys: list[str] | None = None) -> dict[str, Any]:
+        """{"run_id", "metrics": {name: [{"step", "value", "timestamp"}, ...]}}"""
+        return self._call("GET", f"/jobs/{job_id}/metrics", params={"key": keys} if keys else {})
+
+    def job_artifacts(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/jobs/{job_id}/artifacts")
+
+    def job_artifact(self, job_id: str, name: str) -> bytes:
+        """One artifact of the job's run by its allow-listed name (e.g. confusion_matrix.png)."""
+        return self._bytes(f"/jobs/{job_id}/artifacts/{name}")
+
+    def _bytes(self, path: str) -> bytes:
+        resp = self._send("GET", path)
+        if resp.status_code >= 400:
+            try:
+                body = resp.json()
+            except ValueError:
+                body = resp.text
+            raise ApiError(resp.status_code, body)
+        return resp.content
 
     def models(self) -> dict[str, Any]:
         return self._call("GET", "/models")
@@ -131,6 +155,10 @@ class Client:
             f"/models/{name}/drift",
             params={k: v for k, v in params.items() if v is not None},
         )
+
+    def drift_plot(self, name: str, report_id: int, plot: str) -> bytes:
+        """A drift report's PNG: histograms.png (reference vs live) or mmd.png."""
+        return self._bytes(f"/models/{name}/drift/{report_id}/plots/{plot}")
 
     def predictions(self, name: str, *, limit: int = 100) -> dict[str, Any]:
         return self._call("GET", f"/models/{name}/predictions", params={"limit": limit})

@@ -12,6 +12,7 @@ from fovea.platform.api import jobs, models, monitoring, schedules
 from fovea.platform.api.admission import Admission
 from fovea.platform.api.deps import require_token
 from fovea.platform.api.errors import document_errors, error_response, install_error_handlers
+from fovea.platform.api.runs import router as runs_router
 from fovea.platform.schedules import ScheduleConflict
 from fovea.platform.store import make_engine, read_session_factory, session_factory, upgrade
 
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None, *, token: str | None = None) ->
     app.include_router(models.router, dependencies=auth)
     app.include_router(monitoring.router, dependencies=auth)
     app.include_router(schedules.router, dependencies=auth)
+    app.include_router(runs_router, dependencies=auth)
     install_error_handlers(app)
     monitoring.register_errors(app)
     app.add_middleware(

@@ -1,0 +1,1 @@
+"""The Streamlit dashboard: a client of the Fovea HTTP API (`fovea dashboard`)."""

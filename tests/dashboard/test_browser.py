@@ -1,0 +1,171 @@
+"""The dashboard in a real browser against the whole stack (`fovea up`: API, scheduler, local
+Ray, MLflow): submit a job from the form, watch its progress move, open the finished run, and
+screenshot every page under test-output/dashboard/."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.dashboard.browser import OUTPUT, Dashboard, chromium_path, open_page, settle
+from tests.support import TOKEN, Stack
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("browser")
+    (root / "data").mkdir()
+    s = Stack(root / "home", root / "data")
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def browser_page(stack: Stack) -> Iterator[tuple[Dashboard, object]]:
+    from playwright.sync_api import sync_playwright
+
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    dashboard = Dashboard(api_url=stack.url, token=TOKEN, log=stack.home / "dashboard.log")
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1900})
+            yield dashboard, page
+            browser.close()
+    finally:
+        dashboard.stop()
+
+
+def _progress(page) -> float | None:  # type: ignore[no-untyped-def]
+    bar = page.locator('[data-testid="stProgress"] [role="progressbar"]')
+    if bar.count() == 0:
+        return None
+    value = bar.first.get_attribute("aria-valuenow")
+    return float(value) if value is not None else None
+
+
+def test_submit_watch_and_open_the_run(stack: Stack, browser_page) -> None:  # type: ignore[no-untyped-def]
+    dashboard, page = browser_page
+    open_page(page, f"{dashboard.url}/", "Jobs")  # the default page
+    page.get_by_label("Name", exact=True).fill("browser-digits")
+    page.get_by_label("Register as (model name, optional)").fill("browser-digits")
+    page.get_by_label("Register as (model name, optional)").press("Enter")
+    settle(page)
+    page.get_by_role("button", name="Submit", exact=True).click()
+    success = page.get_by_text(re.compile(r"Submitted job [0-9a-f]+"))
+    success.wait_for(timeout=30_000)
+    job_id = re.search(r"Submitted job ([0-9a-f]+)", success.inner_text()).group(1)  # type: ignore[union-attr]
+    page.screenshot(path=str(OUTPUT / "jobs.png"), full_page=True)
+
+    page.goto(f"{dashboard.url}/run?job={job_id}")
+    page.get_by_role("heading", name="Job / run").wait_for(timeout=30_000)
+    seen: list[float] = []
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        value = _progress(page)
+        if value is not None and (not seen or value != seen[-1]):
+            seen.append(value)
+        if (
+            page.get_by_text("State: succeeded").count()
+            or page.get_by_text("State: failed").count()
+        ):
+            break
+        time.sleep(0.5)
+    settle(page, 60)
+    assert page.get_by_text("State: succeeded").count() == 1, stack.log.read_text()[-3000:]
+    assert len(seen) >= 2 and seen[-1] == 100, seen  # the bar moved without a reload
+    assert page.locator('[data-testid="stVegaLiteChart"]').count() >= 1
+    page.get_by_text("confusion_matrix.png").first.wait_for(timeout=30_000)
+    page.screenshot(path=str(OUTPUT / "run.png"), full_page=True)
+
+    open_page(page, f"{dashboard.url}/models", "Models")
+    page.screenshot(path=str(OUTPUT / "models.png"), full_page=True)
+    assert page.get_by_text("Champion version: v1").count() == 1
+
+    open_page(page, f"{dashboard.url}/drift", "Drift")
+    page.screenshot(path=str(OUTPUT / "drift.png"), full_page=True)
+    shown = page.locator("body").inner_text()
+    assert page.locator('[data-testid="stSelectbox"]').first.inner_text().count("browser-digits")
+    assert "No drift reports for this model yet" in shown or "Latest verdict" in shown, shown
+
+    r = stack.http.post(
+        "/schedules",
+        json={"name": "nightly", "template": stack.http.get(f"/jobs/{job_id}").json()["spec"],
+              "cron": "0 3 * * *"},
+    )  # fmt: skip
+    assert r.status_code == 201, r.text
+    open_page(page, f"{dashboard.url}/schedules", "Schedules")
+    assert page.get_by_text("nightly").count() >= 1
+    page.get_by_role("button", name="Pause").click()
+    page.get_by_role("button", name="Resume").wait_for(timeout=30_000)
+    assert stack.http.get(f"/schedules/{r.json()['id']}").json()["enabled"] is False
+    page.screenshot(path=str(OUTPUT / "schedules.png"), full_page=True)
+    assert all(Path(OUTPUT / f"{p}.png").stat().st_size > 10_000 for p in ("jobs", "run"))
+
+
+# -- AppTest per page on the same stack, after the browser test trained and registered -------
+
+
+def _apptest(stack: Stack, monkeypatch: pytest.MonkeyPatch, path: str | None, **query: str):  # type: ignore[no-untyped-def]
+    from streamlit.testing.v1 import AppTest
+
+    from tests.dashboard.conftest import APP
+
+    monkeypatch.setenv("FOVEA_DASHBOARD_API_URL", stack.url)
+    monkeypatch.setenv("FOVEA_API_TOKEN", TOKEN)
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    if path:
+        at.switch_page(path)
+    for key, value in query.items():
+        at.query_params[key] = value
+    return at.run()
+
+
+def test_apptest_run_and_models_pages_on_the_stack(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = stack.http.get("/jobs", params={"state": "succeeded"}).json()["items"]
+    assert jobs, "the browser test trains the job these pages show"
+    job = jobs[0]
+    at = _apptest(stack, monkeypatch, "views/run.py", job=job["id"])
+    assert not at.exception, at.exception
+    assert any(m.value == "State: **succeeded**" for m in at.markdown)
+    assert len(at.get("vega_lite_chart")) >= 2 and len(at.get("image")) >= 2
+    matrices = [d.value for d in at.dataframe if d.value.shape == (10, 10)]
+    # one epoch of a small CNN: beats chance (0.1) by a margin, far from converged
+    assert matrices and matrices[0].values.trace() > matrices[0].values.sum() * 0.15
+
+    at = _apptest(stack, monkeypatch, "views/models.py")
+    assert not at.exception, at.exception
+    assert any("Champion version: v1" in c.value for c in at.caption)
+    import io
+
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    picture = Image.fromarray((load_digits().images[0] * 15).astype("uint8")).resize((32, 32))
+    png = io.BytesIO()
+    picture.save(png, format="PNG")
+    at.file_uploader(key="try_file").upload("zero.png", png.getvalue(), "image/png").run()
+    assert not at.exception, at.exception
+    predicted = [m for m in at.metric if m.label == "Predicted"]
+    assert predicted and predicted[0].value, [e.value for e in at.error]
+
+
+def test_apptest_drift_and_schedules_pages_on_the_stack(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = _apptest(stack, monkeypatch, "views/drift.py")
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Drift"
+    at = _apptest(stack, monkeypatch, "views/schedules.py")
+    assert not at.exception, at.exception
+    names = at.dataframe[0].value["name"].tolist()
+    assert "nightly" in names
