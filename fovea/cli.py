@@ -94,6 +94,9 @@ def dashboard_command(
     url: Annotated[
         str | None, typer.Option(help="API base URL (default: this FOVEA_HOME's)")
     ] = None,
+    host: Annotated[
+        str, typer.Option(help="address to listen on; 0.0.0.0 only inside a container")
+    ] = "127.0.0.1",
 ) -> None:
     """Start the Streamlit dashboard (on 127.0.0.1, usage statistics off), a client of the API."""
     from fovea.dashboard import launch
@@ -102,9 +105,9 @@ def dashboard_command(
     if problem:
         _fail(problem)
     api_url = url or Settings().base_url
-    console.print(f"dashboard on [bold]http://127.0.0.1:{port}[/bold]  (API {api_url})")
+    console.print(f"dashboard on [bold]http://{host}:{port}[/bold]  (API {api_url})")
     env = launch.environment(api_url=api_url)
-    raise typer.Exit(subprocess.call(launch.command(port=port), env=env))
+    raise typer.Exit(subprocess.call(launch.command(port=port, host=host), env=env))
 
 
 def _serving_settings(host: str | None, port: int | None) -> Settings:
