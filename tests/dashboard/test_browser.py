@@ -81,18 +81,26 @@ def test_submit_watch_and_open_the_run(stack: Stack, browser_page) -> None:  # t
     settle(page, 60)
     assert page.get_by_text("State: succeeded").count() == 1, stack.log.read_text()[-3000:]
     assert len(seen) >= 2 and seen[-1] == 100, seen  # the bar moved without a reload
-    assert page.locator('[data-testid="stVegaLiteChart"]').count() >= 1
+    page.locator('[data-testid="stVegaLiteChart"]').first.wait_for(timeout=30_000)  # a curve
     page.get_by_text("confusion_matrix.png").first.wait_for(timeout=30_000)
     page.screenshot(path=str(OUTPUT / "run.png"), full_page=True)
 
     open_page(page, f"{dashboard.url}/models", "Models")
     page.screenshot(path=str(OUTPUT / "models.png"), full_page=True)
-    assert page.get_by_text("Champion version: v1").count() == 1
+    page.get_by_text("Champion version: v1").wait_for(timeout=30_000)  # exactly one, or raises
 
     open_page(page, f"{dashboard.url}/drift", "Drift")
-    page.screenshot(path=str(OUTPUT / "drift.png"), full_page=True)
+    page.locator("text=/No drift reports for this model yet|Latest verdict/").first.wait_for(
+        timeout=30_000
+    )
     shown = page.locator("body").inner_text()
-    assert page.locator('[data-testid="stSelectbox"]').first.inner_text().count("browser-digits")
+    # the chosen model: shown as the text of the select box or the value of its input
+    chosen = page.locator('[data-testid="stSelectbox"]').first.evaluate(
+        "el => el.innerText + ' ' + Array.from(el.querySelectorAll('input')).map(i => i.value)"
+        ".join(' ')"
+    )
+    assert "browser-digits" in chosen, chosen
+    page.screenshot(path=str(OUTPUT / "drift.png"), full_page=True)
     assert "No drift reports for this model yet" in shown or "Latest verdict" in shown, shown
 
     r = stack.http.post(
@@ -102,7 +110,7 @@ def test_submit_watch_and_open_the_run(stack: Stack, browser_page) -> None:  # t
     )  # fmt: skip
     assert r.status_code == 201, r.text
     open_page(page, f"{dashboard.url}/schedules", "Schedules")
-    assert page.get_by_text("nightly").count() >= 1
+    page.get_by_text("nightly").first.wait_for(state="attached", timeout=30_000)  # a grid cell
     page.get_by_role("button", name="Pause").click()
     page.get_by_role("button", name="Resume").wait_for(timeout=30_000)
     assert stack.http.get(f"/schedules/{r.json()['id']}").json()["enabled"] is False
