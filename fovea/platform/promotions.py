@@ -56,7 +56,12 @@ def roll_back(*, session: Session, tracking_uri: str, name: str, reason: str) ->
 
 @contextmanager
 def _as_platform_errors() -> Iterator[None]:
-    """Registry refusals as the API's errors: unknown model/version 404, others 409."""
+    """Registry refusals as the API's errors: unknown model/version 404, others 409.
+
+    A name MLflow refuses outright (blank once stripped, say) names no model either: 404.
+    """
+    from mlflow.exceptions import MlflowException
+
     from fovea.tracking.promotion import PromotionError, UnknownModelError
 
     try:
@@ -65,3 +70,7 @@ def _as_platform_errors() -> Iterator[None]:
         raise NotFound(str(exc)) from None
     except PromotionError as exc:
         raise InvalidTransition(str(exc)) from None
+    except MlflowException as exc:
+        if exc.error_code not in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"):
+            raise
+        raise NotFound(f"no registered model by that name ({exc.message})") from None
