@@ -257,6 +257,14 @@ def fit(
         reporter.event(
             "resumed", f"resumed from {path} after epoch {state.epoch}", {"epoch": state.epoch}
         )
+        # The epochs the checkpoint holds, sent again: a point still buffered when the last
+        # attempt died would be lost otherwise. MLflow's RunLogger keeps one point per step
+        # (it skips the steps a resumed run already has).
+        for row in state.history:
+            reporter.log_metrics(
+                {_epoch_metric_name(k): v for k, v in row.items() if k != "epoch"},
+                step=int(row["epoch"]),
+            )
 
     meter, cancelled = ThroughputMeter(), False
     for epoch in range(state.epoch + 1, config.epochs + 1):
