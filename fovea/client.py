@@ -61,6 +61,14 @@ class Client:
     def job(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/jobs/{job_id}")
 
+    def job_queue(self, job_id: str) -> dict[str, Any]:
+        """Why a queued job waits: place in line, backoff, quota, what running jobs hold."""
+        return self._call("GET", f"/jobs/{job_id}/queue")
+
+    def catalog(self) -> dict[str, Any]:
+        """What a job spec may name: per task architectures, backbones, formats, ..."""
+        return self._call("GET", "/catalog")
+
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._call("POST", f"/jobs/{job_id}/cancel")
 
@@ -160,8 +168,24 @@ class Client:
         """A drift report's PNG: histograms.png (reference vs live) or mmd.png."""
         return self._bytes(f"/models/{name}/drift/{report_id}/plots/{plot}")
 
-    def predictions(self, name: str, *, limit: int = 100) -> dict[str, Any]:
-        return self._call("GET", f"/models/{name}/predictions", params={"limit": limit})
+    def predictions(
+        self,
+        name: str,
+        *,
+        limit: int = 100,
+        before_id: int | None = None,
+        from_id: int | None = None,
+        sampled: bool = False,
+    ) -> dict[str, Any]:
+        params = {"limit": limit, "before_id": before_id, "from_id": from_id}
+        params = {k: v for k, v in params.items() if v is not None}
+        if sampled:
+            params["sampled"] = "true"
+        return self._call("GET", f"/models/{name}/predictions", params=params)
+
+    def prediction_image(self, name: str, prediction_id: int) -> bytes:
+        """The kept copy of a live image (prediction_sample_rate > 0)."""
+        return self._bytes(f"/models/{name}/predictions/{prediction_id}/image")
 
     def score(
         self, name: str, folder: str, *, alias: str | None = None, version: int | None = None

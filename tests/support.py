@@ -52,7 +52,7 @@ class LiveServer:
 class Stack:
     """A real `fovea up` process (API, scheduler, local Ray, SQLite, MLflow) in `home`."""
 
-    def __init__(self, home: Path, data_root: Path) -> None:
+    def __init__(self, home: Path, data_root: Path, env: dict[str, str] | None = None) -> None:
         self.home = home
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -63,6 +63,7 @@ class Stack:
             "FOVEA_API_TOKEN": TOKEN,
             "FOVEA_DATA_ROOTS": str(data_root),
             "FOVEA_SCHEDULER_INTERVAL_S": "0.3",
+            **(env or {}),
         }
         self.log = home / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None

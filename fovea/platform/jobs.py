@@ -354,6 +354,114 @@ def running_usage(*, session: Session) -> Capacity:
     return Capacity(float(cpus), float(gpus))
 
 
+@dataclass(frozen=True)
+class QueueReport:
+    """Why a queued job has not started: its place in line and what holds it back."""
+
+    job_id: str
+    state: str
+    position: int | None  # 1: the next to be claimed; None unless queued
+    queued: int  # jobs queued in all
+    ahead: list[Job]  # the first few queued before it
+    not_before: datetime | None  # a retry's backoff, when still in the future
+    running_jobs: int
+    running_cpus: float
+    running_gpus: float
+    project: str
+    project_running: int
+    project_quota: int
+    reasons: list[str]
+
+
+def queue_report(
+    *, session: Session, job_id: str, project_quota: int = 0, show: int = 5
+) -> QueueReport:
+    """What a person asks of a queued job: how many go first (priority, then FIFO, the
+    order claim_jobs uses), whether a retry backoff, the project's quota or its resource
+    request holds it, and what the running jobs hold."""
+    job = get_job(session=session, job_id=job_id, with_events=True)
+    running = session.execute(
+        select(
+            func.count(),
+            func.coalesce(func.sum(Job.cpus), 0.0),
+            func.coalesce(func.sum(Job.gpus), 0.0),
+        ).where(Job.state == JobState.RUNNING)
+    ).one()
+    project_running = (
+        session.scalar(
+            select(func.count()).where(Job.state == JobState.RUNNING, Job.project == job.project)
+        )
+        or 0
+    )
+    queued = session.scalar(select(func.count()).where(Job.state == JobState.QUEUED)) or 0
+    report = dict(
+        job_id=job.id,
+        state=job.state.value,
+        queued=queued,
+        running_jobs=int(running[0]),
+        running_cpus=float(running[1]),
+        running_gpus=float(running[2]),
+        project=job.project,
+        project_running=int(project_running),
+        project_quota=project_quota,
+    )
+    if job.state is not JobState.QUEUED:
+        return QueueReport(
+            **report, position=None, ahead=[], not_before=None,
+            reasons=[f"it is not waiting: the job is {job.state.value}"],
+        )  # fmt: skip
+    before = (Job.priority > job.priority) | (
+        (Job.priority == job.priority)
+        & (
+            (Job.submitted_at < job.submitted_at)
+            | ((Job.submitted_at == job.submitted_at) & (Job.id < job.id))
+        )
+    )
+    first = select(Job).where(Job.state == JobState.QUEUED, before)
+    n_ahead = session.scalar(select(func.count()).select_from(first.subquery())) or 0
+    ahead = list(
+        session.scalars(
+            first.order_by(Job.priority.desc(), Job.submitted_at.asc(), Job.id.asc()).limit(show)
+        )
+    )
+    now = utcnow()
+    not_before = job.not_before if job.not_before is not None and job.not_before > now else None
+    reasons: list[str] = []
+    if not_before is not None:
+        wait = (not_before - now).total_seconds()
+        reasons.append(
+            f"it is a retry (attempt {job.attempt + 1}) in its backoff: not started before "
+            f"{not_before.isoformat(timespec='seconds')} (in {wait:.0f} s)"
+        )
+    unfit = [e for e in job.events if e.kind == "waiting_for_resources"]
+    if unfit:
+        reasons.append(unfit[-1].message)
+    if project_quota > 0 and project_running >= project_quota:
+        reasons.append(
+            f"its project {job.project!r} already runs {project_running} jobs, its quota "
+            f"(project_quota = {project_quota}); it starts when one of them ends"
+        )
+    if n_ahead:
+        reasons.append(
+            f"{n_ahead} queued job{'s' if n_ahead != 1 else ''} go first (higher priority, or "
+            f"the same priority {job.priority} and submitted earlier)"
+        )
+    if running[0]:
+        reasons.append(
+            f"{running[0]} running job{'s' if running[0] != 1 else ''} hold "
+            f"{float(running[1]):g} CPUs and {float(running[2]):g} GPUs; it needs "
+            f"{job.cpus:g} CPUs and {job.gpus:g} GPUs free"
+        )
+    if not reasons:
+        reasons.append(
+            "nothing holds it back here: it is next in line, and a scheduler claims it when it "
+            "wakes (at once when one runs: `fovea up` or `fovea scheduler`)"
+        )
+    return QueueReport(
+        **report, position=n_ahead + 1, ahead=ahead, not_before=not_before, reasons=reasons
+    )
+
+
 def unfit_queued_jobs(*, session: Session, total: Capacity) -> list[Job]:
     """Queued jobs that ask for more than the whole cluster has."""
     return list(

@@ -226,12 +226,30 @@ def get_report(*, session: Session, model_name: str, report_id: int) -> DriftRep
 
 
 def recent_predictions(
-    *, session: Session, model_name: str, limit: int = 100, before_id: int | None = None
+    *,
+    session: Session,
+    model_name: str,
+    limit: int = 100,
+    before_id: int | None = None,
+    from_id: int | None = None,
+    sampled: bool = False,
 ) -> list[Prediction]:
+    """The newest rows, below `before_id` and from `from_id` on (a drift report's window is
+    from its first_prediction_id to before last_prediction_id + 1); `sampled`: only rows
+    whose image was kept."""
     stmt = select(Prediction).where(Prediction.model_name == model_name)
     if before_id is not None:
         stmt = stmt.where(Prediction.id < before_id)
+    if from_id is not None:
+        stmt = stmt.where(Prediction.id >= from_id)
+    if sampled:
+        stmt = stmt.where(Prediction.image_uri.is_not(None))
     return list(session.scalars(stmt.order_by(Prediction.id.desc()).limit(limit)))
+
+
+def get_prediction(*, session: Session, model_name: str, prediction_id: int) -> Prediction | None:
+    row = session.get(Prediction, prediction_id)
+    return row if row is not None and row.model_name == model_name else None
 
 
 def apply_retention(*, session: Session, retention: Retention) -> int:

@@ -222,3 +222,40 @@ def _integer(text: str) -> int | None:
         return int(text)
     except ValueError:
         return None
+
+
+def catalog_json() -> dict[str, object]:
+    """The catalog as plain JSON (GET /catalog): what a job spec may name, per task."""
+    return {
+        "tasks": {
+            name: {
+                "architectures": list(info.architectures),
+                "backbones": list(info.backbones),
+                "default_backbone": info.default_backbone,
+                "formats": list(info.formats),
+                "main_metric": info.main_metric,
+                "loss_weights": dict(info.loss_weights),
+                "output_columns": list(info.output_columns),
+                "image_size_multiple": info.image_size_multiple,
+                "pretrained": {
+                    key: TORCHVISION_WEIGHTS[model].enum
+                    for key, model in info.torchvision_models.items()
+                },
+                "builtin_datasets": sorted(
+                    BUILTIN_PREFIX + n for n, d in BUILTIN_DATASETS.items() if name in d.tasks
+                ),
+            }
+            for name, info in CATALOG.items()
+        },
+        "builtin_datasets": {
+            BUILTIN_PREFIX + name: {
+                "tasks": sorted(d.tasks),
+                "description": d.description,
+                "params": {
+                    key: {"default": p.default, "low": p.low, "high": p.high, "help": p.help}
+                    for key, p in d.params.items()
+                },
+            }
+            for name, d in BUILTIN_DATASETS.items()
+        },
+    }

@@ -65,6 +65,43 @@ def test_submit_queues_a_job(dashboard_env: LiveServer) -> None:
     assert jobs["total"] == before + 1 and jobs["items"][0]["name"] == "from-apptest"
 
 
+def test_the_form_follows_the_catalog_of_the_api(dashboard_env: LiveServer) -> None:
+    at = page()
+    at.selectbox(key="f_task").select("detection").run()
+    assert not at.exception, at.exception
+    assert at.text_input(key="f_uri").value == "builtin://shapes"  # digits is not for detection
+    assert at.selectbox(key="f_arch").options == ["yolo_n", "yolo_s", "yolo_m"]
+    assert at.selectbox(key="f_backbone").value == "resnet18"
+    at.selectbox(key="f_backbone").select("tiny").run()
+    at.text_input(key="f_name").input("detect-from-form").run()
+    at.button(key="f_submit").click().run()
+    assert not at.exception, at.exception
+    assert any("Submitted job" in s.value for s in at.success), [e.value for e in at.error]
+    newest = dashboard_env.http.get("/jobs").json()["items"][0]
+    spec = dashboard_env.http.get(f"/jobs/{newest['id']}").json()["spec"]
+    assert spec["task"] == "detection" and spec["model"]["backbone"] == "tiny"
+    assert spec["dataset"]["uri"].startswith("builtin://shapes")
+
+
+def test_a_queued_job_says_why_it_waits(dashboard_env: LiveServer) -> None:
+    spec = {"name": "waits", "task": "classification", "priority": -3,
+            "dataset": {"uri": "builtin://digits"}, "model": {"arch": "smallcnn"},
+            "train": {"epochs": 1}}  # fmt: skip
+    first = dashboard_env.http.post("/jobs", json={**spec, "name": "goes-first", "priority": 9})
+    job = dashboard_env.http.post("/jobs", json=spec).json()
+    at = page()
+    at.selectbox(key="jobs_pick").select(job["id"]).run()
+    assert not at.exception, at.exception
+    shown = texts(at)
+    queue = dashboard_env.http.get(f"/jobs/{job['id']}/queue").json()
+    assert queue["position"] >= 2
+    assert f"number {queue['position']} in line of {queue['queued']} queued jobs" in shown
+    assert "go first (higher priority" in shown
+    ahead = at.dataframe[-1].value
+    assert list(ahead.columns) == ["id", "name", "priority", "project", "age"]
+    assert ahead.iloc[0]["id"] == first.json()["id"]  # priority 9 goes first
+
+
 def test_run_page_shows_state_curves_pictures(dashboard_env: LiveServer) -> None:
     at = page("views/run.py", job=dashboard_env.job_id)
     assert not at.exception, at.exception

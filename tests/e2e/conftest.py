@@ -15,7 +15,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
     for name in ("cats", "dogs"):  # image files by name, none of them readable
         (data / "unreadable" / name).mkdir(parents=True)
         (data / "unreadable" / name / "x.jpg").write_bytes(b"not a jpeg")
-    s = Stack(root / "home", data)
+    # every live image kept: the drift page shows those of a drifting window
+    s = Stack(root / "home", data, env={"FOVEA_PREDICTION_SAMPLE_RATE": "1"})
     s.start()
     yield s
     s.stop()

@@ -49,7 +49,9 @@ def predict(stack: Stack, images: list[bytes], **params) -> dict:  # type: ignor
     return r.json()
 
 
-def test_clean_then_blurred_images_drift_and_say_why(stack: Stack, served: np.ndarray) -> None:
+def test_clean_then_blurred_images_drift_and_say_why(
+    stack: Stack, served: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
     clean = [png(pixels) for pixels in served[:150]]
     for start in range(0, 150, 50):
         out = predict(stack, clean[start : start + 50])
@@ -85,6 +87,37 @@ def test_clean_then_blurred_images_drift_and_say_why(stack: Stack, served: np.nd
     plot = stack.http.get(drift["plots"][0])
     assert plot.status_code == 200 and plot.content.startswith(b"\x89PNG")
     assert stack.http.get(drift["plots"][1]).content.startswith(b"\x89PNG")
+
+    # the kept copies of the drifting window's images: the bytes that were sent
+    kept = stack.http.get(f"/models/{MODEL}/predictions", params={
+        "sampled": "true", "limit": 500, "from_id": drift["first_prediction_id"],
+        "before_id": drift["last_prediction_id"] + 1}).json()["items"]  # fmt: skip
+    assert len(kept) == 150 and all(row["image"] for row in kept)
+    assert stack.http.get(kept[-1]["image"]).content == blurred[0]
+    _drift_page_shows_the_window(stack, monkeypatch, drift["id"])
+
+
+def _drift_page_shows_the_window(stack: Stack, monkeypatch, report_id: int) -> None:  # type: ignore[no-untyped-def]
+    """The dashboard's drift page, under AppTest: the verdict and the blurred images of the
+    drifting window (default: the newest report that drifted)."""
+    from streamlit.testing.v1 import AppTest
+
+    from tests.dashboard.conftest import APP
+    from tests.support import TOKEN
+
+    monkeypatch.setenv("FOVEA_DASHBOARD_API_URL", stack.url)
+    monkeypatch.setenv("FOVEA_API_TOKEN", TOKEN)
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.switch_page("views/drift.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="drift_model").value == MODEL
+    assert at.metric[0].value == "drift"
+    assert at.selectbox(key="drift_window").value == report_id
+    images = at.get("image")
+    assert len(images) >= 2 + 8, len(images)  # two plots, eight live images
+    captions = [c.value for c in at.caption]
+    assert any("8 newest kept images of predictions" in c and "drift" in c for c in captions)
 
 
 def test_bad_requests_get_clear_errors(stack: Stack, served: np.ndarray) -> None:

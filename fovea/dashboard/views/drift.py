@@ -1,5 +1,6 @@
 """Drift: per model, the verdict over time, each test with its statistic and p-value, the
-reference-vs-live histograms, the embedding test and the alarm thresholds."""
+reference-vs-live histograms, the embedding test, the alarm thresholds, and example live
+images of a drifting window (the copies prediction_sample_rate keeps)."""
 
 from __future__ import annotations
 
@@ -71,6 +72,71 @@ def _plots(name: str, latest: dict[str, Any]) -> None:
             col.caption(f"{plot}: {common.explain(error)}")
 
 
+EXAMPLES = 8
+
+
+def _summary_text(summary: dict[str, Any]) -> str:
+    parts = []
+    for key, value in (summary or {}).items():
+        if isinstance(value, float):
+            parts.append(f"{key} {value:.3g}")
+        elif isinstance(value, (int, str)):
+            parts.append(f"{key} {value}")
+    return ", ".join(parts)[:120]
+
+
+def _examples(name: str, reports: list[dict[str, Any]]) -> None:
+    """Live images of one report's window: by default the newest that drifted or warned."""
+    windows = [r for r in reports if r.get("first_prediction_id")]
+    if not windows:
+        return
+    flagged = [r for r in windows if r["verdict"] in ("drift", "warning")]
+    default = flagged[0] if flagged else windows[0]
+    labels = {
+        r["id"]: f"report {r['id']} · {r['verdict']} · {r['created_at'][:19]}" for r in windows
+    }
+    st.markdown("**Live images of a window**")
+    chosen = st.selectbox(
+        "Window of",
+        list(labels),
+        index=list(labels).index(default["id"]),
+        format_func=labels.__getitem__,
+        key="drift_window",
+    )
+    report = next(r for r in windows if r["id"] == chosen)
+    got, error = common.try_call(
+        common.client().predictions,
+        name,
+        limit=EXAMPLES,
+        from_id=report["first_prediction_id"],
+        before_id=report["last_prediction_id"] + 1,
+        sampled=True,
+    )
+    if error is not None:
+        st.caption(f"Live images: {common.explain(error)}")
+        return
+    assert got is not None
+    items = got["items"]
+    if not items:
+        st.caption(
+            f"No image of report {chosen}'s window was kept: the API keeps a share "
+            "prediction_sample_rate (FOVEA_PREDICTION_SAMPLE_RATE) of live images, 0 by default."
+        )
+        return
+    columns = st.columns(4)
+    for i, item in enumerate(items):
+        data, failed = common.try_call(common.client().prediction_image, name, item["id"])
+        col = columns[i % 4]
+        if failed is not None:
+            col.caption(f"{item['file']}: {common.explain(failed)}")
+            continue
+        col.image(data, caption=f"{item['file']} · {_summary_text(item['summary'])}")
+    st.caption(
+        f"{len(items)} newest kept images of predictions {report['first_prediction_id']}"
+        f"-{report['last_prediction_id']} (report {chosen}, {report['verdict']})."
+    )
+
+
 def _thresholds(body: dict[str, Any]) -> None:
     with st.expander("Alarm thresholds and settings"):
         frame = pd.DataFrame(
@@ -119,6 +185,7 @@ def main() -> None:
     _history(body["history"])
     _tests(latest)
     _plots(name, latest)
+    _examples(name, body["history"])
     _thresholds(body)
 
 

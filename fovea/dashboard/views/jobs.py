@@ -10,7 +10,6 @@ import yaml
 
 from fovea.client import ApiError
 from fovea.dashboard import common
-from fovea.tasks.catalog import CATALOG  # a static, torch-free table of what exists
 
 PAGE_SIZES = (25, 50, 100, 200)
 REFRESH_S = 3
@@ -77,16 +76,40 @@ def live_table(filters: dict[str, Any]) -> None:
     )
 
 
-def _why_waiting(job: dict[str, Any]) -> str:
-    waits = [e for e in job.get("events") or [] if e["kind"] == "waiting_for_resources"]
-    if waits:
-        return waits[-1]["message"]
-    queued = common.call(common.client().jobs, state="queued", limit=1)["total"]
-    return (
-        f"Waiting for the scheduler to claim it: {queued} jobs are queued; higher priority "
-        f"first (this one: {job['priority']}), then first come, first served, within the "
-        "project's quota and what the cluster can fit."
+@st.cache_data(ttl=300, show_spinner=False)
+def _catalog(url: str) -> dict[str, Any]:
+    """GET /catalog, kept five minutes: what the form offers is what the API accepts."""
+    return common.call(common.client().catalog)["tasks"]
+
+
+def _why_waiting(job_id: str) -> None:
+    """GET /jobs/{id}/queue, in words and the jobs that go first."""
+    got, error = common.try_call(common.client().job_queue, job_id)
+    if error is not None:
+        st.warning(common.explain(error))
+        return
+    assert got is not None
+    if got["position"] is None:
+        st.info(got["reasons"][0])
+        return
+    st.markdown(
+        f"**Why it waits**: number {got['position']} in line of {got['queued']} queued jobs."
     )
+    for reason in got["reasons"]:
+        st.markdown(f"- {reason}")
+    if got["ahead"]:
+        st.caption("First in line before it")
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {"id": j["id"], "name": j["name"], "priority": j["priority"],
+                     "project": j["project"], "age": common.age(j["submitted_at"])}
+                    for j in got["ahead"]
+                ]
+            ),
+            hide_index=True,
+            width="stretch",
+        )  # fmt: skip
 
 
 def actions() -> None:
@@ -106,8 +129,7 @@ def actions() -> None:
         else:
             st.success(f"Cancel requested for {job_id}.")
     if state == "queued":
-        job = common.call(common.client().job, job_id)
-        st.info(_why_waiting(job))
+        _why_waiting(job_id)
 
 
 # -- submit ---------------------------------------------------------------------------------
@@ -119,21 +141,42 @@ def _field_error(path: str) -> None:
         st.error(problem)
 
 
+def _builtin_for_task(catalog: dict[str, Any]) -> None:
+    """A builtin dataset of the old task that the new one cannot use gives way to one it can
+    (digits is classification's, shapes detection's and segmentation's)."""
+    uri = st.session_state.get("f_uri", "")
+    fitting = catalog[st.session_state["f_task"]]["builtin_datasets"]
+    if uri.startswith("builtin://") and uri.split("?")[0] not in fitting and fitting:
+        st.session_state["f_uri"] = fitting[0]
+
+
 def _form() -> dict[str, Any]:
     """The spec the widgets describe; a validation error shows under its field."""
     left, right = st.columns(2)
     with left:
-        task = st.selectbox("Task", list(CATALOG), key="f_task")
+        catalog = _catalog(common.api_url())
+        task = st.selectbox(
+            "Task", list(catalog), key="f_task", on_change=_builtin_for_task, args=(catalog,)
+        )
         _field_error("task")
-        info = CATALOG[task]
+        info = catalog[task]
         name = st.text_input("Name", value=f"{task}-job", key="f_name", max_chars=100)
         _field_error("name")
         uri = st.text_input("Dataset", value="builtin://digits", key="f_uri", max_chars=4096)
         _field_error("dataset.uri")
-        fmt = st.selectbox("Format", list(info.formats), key="f_format")
+        fmt = st.selectbox("Format", info["formats"], key="f_format")
         _field_error("dataset.format")
-        arch = st.selectbox("Architecture", list(info.architectures), key="f_arch")
+        arch = st.selectbox("Architecture", info["architectures"], key="f_arch")
         _field_error("model.arch")
+        backbone = None
+        if info["backbones"]:
+            backbone = st.selectbox(
+                "Backbone",
+                info["backbones"],
+                index=info["backbones"].index(info["default_backbone"]),
+                key="f_backbone",
+            )
+            _field_error("model.backbone")
         register = st.text_input("Register as (model name, optional)", key="f_register")
         _field_error("register_as")
     with right:
@@ -155,7 +198,7 @@ def _form() -> dict[str, Any]:
         "project": project,
         "priority": int(priority),
         "dataset": {"uri": uri, "format": fmt, "val_split": 0.2},
-        "model": {"arch": arch},
+        "model": {"arch": arch, **({"backbone": backbone} if backbone else {})},
         "train": {
             "epochs": int(epochs),
             "batch_size": int(batch),

@@ -15,6 +15,7 @@ from fovea.platform.api.errors import document_errors, error_response, install_e
 from fovea.platform.api.runs import router as runs_router
 from fovea.platform.schedules import ScheduleConflict
 from fovea.platform.store import make_engine, read_session_factory, session_factory, upgrade
+from fovea.tasks.catalog import catalog_json
 
 # connections beyond the admitted requests: the scheduler thread of `fovea up`, and slack
 EXTRA_CONNECTIONS = 4
@@ -47,6 +48,13 @@ def create_app(settings: Settings | None = None, *, token: str | None = None) ->
         return {"status": "ok", "version": __version__}
 
     auth = [Depends(require_token)]
+
+    @app.get("/catalog", tags=["catalog"], dependencies=auth)
+    def catalog() -> dict[str, object]:
+        """What a job spec may name: per task its architectures, backbones, dataset
+        formats, main metric and builtin datasets (forms build their choices from it)."""
+        return catalog_json()
+
     app.include_router(jobs.router, dependencies=auth)
     app.include_router(models.router, dependencies=auth)
     app.include_router(monitoring.router, dependencies=auth)

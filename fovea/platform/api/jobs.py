@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Path, Query, Response, status
 from fovea.platform import jobs as svc
 from fovea.platform.api.deps import ReadSessionDep, SessionDep, SettingsDep
 from fovea.platform.api.errors import error_responses
-from fovea.platform.api.schemas import JobList, JobOut, JobSummary
+from fovea.platform.api.schemas import JobList, JobOut, JobSummary, QueueOut
 from fovea.platform.spec import JobSpec
 from fovea.platform.store import JobState
 from fovea.platform.validation import JobLimits, check_spec, scan_notes
@@ -90,6 +90,26 @@ def list_jobs(
 @router.get("/{job_id}", response_model=JobOut, responses=error_responses(401, 404, 422, 503))
 def get_job(job_id: JobId, session: ReadSessionDep) -> JobOut:
     return JobOut.of(svc.get_job(session=session, job_id=job_id, with_events=True), events=True)
+
+
+@router.get(
+    "/{job_id}/queue", response_model=QueueOut, responses=error_responses(401, 404, 422, 503)
+)
+def job_queue(job_id: JobId, session: ReadSessionDep, settings: SettingsDep) -> QueueOut:
+    """Why the job waits: its place in line, a retry's backoff, its project's quota, and
+    what the running jobs hold."""
+    got = svc.queue_report(session=session, job_id=job_id, project_quota=settings.project_quota)
+    return QueueOut(
+        job_id=got.job_id,
+        state=JobState(got.state),
+        position=got.position,
+        queued=got.queued,
+        ahead=[JobSummary.of(j) for j in got.ahead],
+        not_before=got.not_before,
+        running={"jobs": got.running_jobs, "cpus": got.running_cpus, "gpus": got.running_gpus},
+        project={"name": got.project, "running": got.project_running, "quota": got.project_quota},
+        reasons=got.reasons,
+    )
 
 
 @router.post(

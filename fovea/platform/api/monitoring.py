@@ -28,6 +28,7 @@ from fovea.platform.validation import resolve_data_path
 
 router = APIRouter(prefix="/models", tags=["monitoring"])
 ReportId = Annotated[int, PathParam(ge=1, le=MAX_BIG_ROW_ID)]
+PredictionId = Annotated[int, PathParam(ge=1, le=MAX_BIG_ROW_ID)]
 
 
 class PayloadTooLarge(Exception):
@@ -454,12 +455,23 @@ def predictions(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before_id: Annotated[int | None, Query(ge=1, le=MAX_BIG_ROW_ID)] = None,
+    from_id: Annotated[int | None, Query(ge=1, le=MAX_BIG_ROW_ID)] = None,
+    sampled: bool = False,
 ) -> dict[str, Any]:
-    """The newest rows of the prediction log (embeddings left out)."""
+    """The newest rows of the prediction log (embeddings left out), below `before_id` and
+    from `from_id` on; `sampled=true`: only those whose image was kept
+    (prediction_sample_rate), each with the route of its image."""
     from fovea.platform.monitoring import recent_predictions
     from fovea.tasks.reference import STATISTICS
 
-    rows = recent_predictions(session=session, model_name=name, limit=limit, before_id=before_id)
+    rows = recent_predictions(
+        session=session,
+        model_name=name,
+        limit=limit,
+        before_id=before_id,
+        from_id=from_id,
+        sampled=sampled,
+    )
     return {
         "items": [
             {
@@ -473,7 +485,47 @@ def predictions(
                 "stats": {s: getattr(r, s) for s in STATISTICS},
                 "summary": r.summary,
                 "sampled": r.image_uri is not None,
+                "image": f"/models/{name}/predictions/{r.id}/image" if r.image_uri else None,
             }
             for r in rows
         ]
     }
+
+
+_IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
+                ".bmp": "image/bmp", ".webp": "image/webp", ".gif": "image/gif",
+                ".tif": "image/tiff", ".tiff": "image/tiff"}  # fmt: skip
+
+
+@router.get(
+    "/{name}/predictions/{prediction_id}/image",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/*": {}}, "description": "the kept copy of the live image"},
+        **error_responses(401, 404, 422, 503),
+    },
+)
+def prediction_image(
+    name: str, prediction_id: PredictionId, session: SessionDep, settings: SettingsDep
+) -> Response:
+    """The sampled copy of a live image. Its file is the one the log row names, and only
+    when it lies under the samples folder: no path ever comes from the request."""
+    from fovea.platform.monitoring import get_prediction
+
+    row = get_prediction(session=session, model_name=name, prediction_id=prediction_id)
+    if row is None:
+        raise NotFound(f"no prediction {prediction_id} of model {name!r}")
+    if row.image_uri is None:
+        raise NotFound(
+            f"prediction {prediction_id} of model {name!r} kept no image "
+            "(prediction_sample_rate decides which are kept)"
+        )
+    root = settings.prediction_samples.resolve()
+    path = Path(row.image_uri).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        raise NotFound(
+            f"the image of prediction {prediction_id} is gone (retention, or a moved samples "
+            "folder)"
+        )
+    kind = _IMAGE_TYPES.get(path.suffix.lower(), "application/octet-stream")
+    return Response(path.read_bytes(), media_type=kind)

@@ -118,3 +118,17 @@ class JobList(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+class QueueOut(BaseModel):
+    """GET /jobs/{id}/queue: why a queued job waits (its place in line, what holds it)."""
+
+    job_id: str
+    state: JobState
+    position: int | None  # 1: next to be claimed; null unless queued
+    queued: int
+    ahead: list[JobSummary]  # the first few that go before it
+    not_before: datetime | None
+    running: dict[str, float]  # {"jobs", "cpus", "gpus"} of all running jobs
+    project: dict[str, Any]  # {"name", "running", "quota"}; quota 0: unlimited
+    reasons: list[str]
