@@ -1,11 +1,16 @@
 """Idle CPU of `fovea up`: the whole process tree (API, scheduler, local Ray), no job.
 
-Starts a real `fovea up` in a temporary home, lets it settle (`--settle` s: Ray's start-up
-and the first ticks), then reads the CPU seconds (user + system, from /proc) of the server
-and every process under it over `--seconds` s, and prints the share of one core, split by
-process, with the load average before and after. Goal: under 1% of one core.
+Starts a real `fovea up` in a temporary home and runs one tiny job (Ray warm: it started
+with the stack). Then reads the CPU seconds (user + system, from /proc) of the server and
+every process under it over `--seconds` s twice: while the local Ray is still up after
+the job, and once the scheduler has stopped it (FOVEA_RAY_IDLE_STOP_S, `--ray-idle-stop`,
+default the product's 120 s), with the share of one core split by process and the load
+average around each. Last, a second tiny job: what starting Ray again costs the next job.
+Goal: under 1% of one core once idle.
 
-    python bench/idle.py [--seconds 30] [--settle 20] [--after-job]
+    python bench/idle.py [--seconds 30] [--settle 10] [--ray-idle-stop 120] [--split]
+
+`--split` runs `fovea api` and `fovea scheduler` as two processes instead of `fovea up`.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.stack import REPO, TOKEN, free_port
+from fovea.config import Settings
 
 TICKS = os.sysconf("SC_CLK_TCK")
 TINY_JOB = {
@@ -56,7 +62,8 @@ def _name(pid: int) -> str:
     if not words:
         return "?"
     if any(w == "fovea" or w.endswith("/fovea") for w in words) or "fovea" in words[:3]:
-        return "fovea up (API + scheduler)"
+        command = next((w for w in words if w in ("up", "api", "scheduler")), "up")
+        return {"up": "fovea up (API + scheduler)"}.get(command, f"fovea {command}")
     exe = Path(words[0]).name
     if exe.startswith("python") and len(words) > 1:
         script = Path(words[1]).name if not words[1].startswith("-") else " ".join(words[1:3])
@@ -82,12 +89,65 @@ def tree(root: int) -> dict[int, float]:
     return {pid: stats[pid][1] for pid in keep if pid in stats}
 
 
+def trees(roots: list[int]) -> dict[int, float]:
+    out: dict[int, float] = {}
+    for root in roots:
+        out.update(tree(root))
+    return out
+
+
+def measure(roots: list[int], seconds: float, title: str) -> float:
+    """CPU of the roots' trees over `seconds`, printed by process; the share of one core."""
+    load_before = load()
+    before = trees(roots)
+    started = time.monotonic()
+    time.sleep(seconds)
+    after = trees(roots)
+    elapsed = time.monotonic() - started
+    load_after = load()
+    by_name: dict[str, float] = {}
+    for pid, cpu in after.items():
+        name = _name(pid)
+        by_name[name] = by_name.get(name, 0.0) + cpu - before.get(pid, 0.0)
+    total = sum(by_name.values())
+    share = 100 * total / elapsed
+    print(
+        f"{title}: {elapsed:.1f} s, {len(after)} processes, {total:.2f} CPU-s = {share:.2f}% "
+        f"of one core; load average before {load_before}, after {load_after}"
+    )
+    for name, cpu in sorted(by_name.items(), key=lambda kv: -kv[1]):
+        print(f"  {100 * cpu / elapsed:6.2f}%  {cpu:6.2f} CPU-s  {name}")
+    return share
+
+
+def ray_running(roots: list[int]) -> bool:
+    return any(_name(pid) in ("raylet", "gcs_server") for pid in trees(roots))
+
+
+def run_job(http: httpx.Client) -> tuple[str, float]:
+    """Submit the tiny job and wait: its end state and seconds from submit to end."""
+    started = time.monotonic()
+    job = http.post("/jobs", json=TINY_JOB).json()
+    while job["state"] not in ("succeeded", "failed", "cancelled"):
+        time.sleep(0.25)
+        job = http.get(f"/jobs/{job['id']}").json()
+    return job["state"], time.monotonic() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--settle", type=float, default=20.0)
+    parser.add_argument("--settle", type=float, default=10.0)
     parser.add_argument(
-        "--after-job", action="store_true", help="run one tiny job first, then measure"
+        "--ray-idle-stop",
+        type=float,
+        default=Settings.model_fields["ray_idle_stop_s"].default,
+        help="FOVEA_RAY_IDLE_STOP_S of the stack (0: Ray kept up)",
+    )
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="the API and the scheduler as two processes (fovea api + fovea scheduler)",
     )
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="fovea-idle-"))
@@ -98,11 +158,22 @@ def main() -> None:
         "FOVEA_PORT": str(port),
         "FOVEA_API_TOKEN": TOKEN,
         "FOVEA_DATA_ROOTS": str(home),
+        "FOVEA_RAY_IDLE_STOP_S": str(args.ray_idle_stop),
     }
-    with open(home / "server.log", "wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "fovea", "up"], env=env, stdout=log, stderr=log, cwd=REPO
-        )
+    commands = [["api"], ["scheduler"]] if args.split else [["up"]]
+    servers = []
+    for command in commands:
+        with open(home / f"{command[0]}.log", "wb") as log:
+            servers.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "fovea", *command],
+                    env=env,
+                    stdout=log,
+                    stderr=log,
+                    cwd=REPO,
+                )
+            )
+    roots = [server.pid for server in servers]
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -111,46 +182,51 @@ def main() -> None:
                     break
             except httpx.HTTPError:
                 pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit(f"fovea up did not start; see {home / 'server.log'}")
+            if time.monotonic() > deadline or any(s.poll() is not None for s in servers):
+                raise SystemExit(f"the stack did not start; see the logs in {home}")
             time.sleep(0.5)
-        if args.after_job:
-            http = httpx.Client(
-                base_url=f"http://127.0.0.1:{port}",
-                headers={"Authorization": f"Bearer {TOKEN}"},
-                timeout=60,
-            )
-            job = http.post("/jobs", json=TINY_JOB).json()
-            while job["state"] not in ("succeeded", "failed", "cancelled"):
-                time.sleep(0.5)
-                job = http.get(f"/jobs/{job['id']}").json()
-            print(f"after one tiny job ({job['state']})")
-        time.sleep(args.settle)
-        load_before = load()
-        before = tree(server.pid)
-        started = time.monotonic()
-        time.sleep(args.seconds)
-        after = tree(server.pid)
-        elapsed = time.monotonic() - started
-        load_after = load()
-        by_name: dict[str, float] = {}
-        for pid, cpu in after.items():
-            name = _name(pid)
-            by_name[name] = by_name.get(name, 0.0) + cpu - before.get(pid, 0.0)
-        total = sum(by_name.values())
-        print(
-            f"fovea up idle for {elapsed:.1f} s ({len(after)} processes): {total:.2f} CPU-s = "
-            f"{100 * total / elapsed:.2f}% of one core (goal < 1%); cores {os.cpu_count()}, "
-            f"load average before {load_before}, after {load_after}"
+        http = httpx.Client(
+            base_url=f"http://127.0.0.1:{port}",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=60,
         )
-        for name, cpu in sorted(by_name.items(), key=lambda kv: -kv[1]):
-            print(f"  {100 * cpu / elapsed:6.2f}%  {cpu:6.2f} CPU-s  {name}")
+        stack = "fovea api + fovea scheduler" if args.split else "fovea up"
+        print(f"{stack}; cores {os.cpu_count()}; FOVEA_RAY_IDLE_STOP_S={args.ray_idle_stop:g}")
+        state, warm_s = run_job(http)
+        print(f"tiny job with Ray warm: {state} in {warm_s:.1f} s (submit to end)")
+        ended = time.monotonic()
+        time.sleep(args.settle)
+        up = measure(roots, args.seconds, "idle, local Ray still up")
+        if args.ray_idle_stop <= 0:
+            print(f"Ray is kept up: idle {up:.2f}% of one core (goal < 1%)")
+            return
+        limit = ended + args.ray_idle_stop + 60
+        while ray_running(roots) and time.monotonic() < limit:
+            time.sleep(1.0)
+        if ray_running(roots):
+            raise SystemExit(f"the local Ray still runs {args.ray_idle_stop + 60:.0f} s after "
+                             f"the job; see the logs in {home}")  # fmt: skip
+        print(f"the scheduler stopped the local Ray {time.monotonic() - ended:.0f} s after the job")
+        time.sleep(2.0)
+        idle = measure(roots, args.seconds, "idle, local Ray stopped")
+        state, cold_s = run_job(http)
+        print(
+            f"tiny job with Ray stopped: {state} in {cold_s:.1f} s (submit to end; "
+            f"+{cold_s - warm_s:.1f} s for starting Ray again)"
+        )
+        verdict = "meets" if idle < 1.0 else "MISSES"
+        print(
+            f"idle fovea up: {idle:.2f}% of one core once Ray stopped ({verdict} the < 1% goal); "
+            f"{up:.2f}% while Ray is up"
+        )
     finally:
-        server.send_signal(2)
-        try:
-            server.wait(60)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        for server in servers:
+            server.send_signal(2)
+        for server in servers:
+            try:
+                server.wait(60)
+            except subprocess.TimeoutExpired:
+                server.kill()
 
 
 if __name__ == "__main__":

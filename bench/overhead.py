@@ -3,7 +3,8 @@
 (a) bare: this process, the model and data built with `fovea.tasks`, a plain
     forward/backward/step loop;
 (b) platform: a real `fovea up` (HTTP API -> scheduler -> Ray worker -> engine -> MLflow),
-    started once and kept up for the whole run.
+    started once and kept up for the whole run; `--split`: `fovea api` and
+    `fovea scheduler` as two processes instead.
 
 Both train the same model on the same data for the same epochs and batch size with the same
 number of CPU threads. Throughput is steady state: training images per second of the
@@ -115,7 +116,7 @@ def interleaved(args: argparse.Namespace) -> tuple[list[float], list[dict[str, A
     data = bare_data(args)
     bare: list[float] = []
     plat: list[dict[str, Any]] = []
-    with running_stack() as (http, _home):
+    with running_stack(split=args.split) as (http, _home):
         for pair in range(args.pairs):
             sides = ("bare", "platform") if pair % 2 == 0 else ("platform", "bare")
             for side in sides:
@@ -136,6 +137,8 @@ def report(args: argparse.Namespace, bare: list[float], plat: list[dict[str, Any
     ratios = [p["train_images_per_s"] / b for b, p in zip(bare, plat, strict=True)]
     ratio = statistics.median(ratios)
     noisy = spread(ratios) > args.max_spread
+    stack = "fovea api + fovea scheduler (two processes)" if args.split else "fovea up"
+    print(f"\nstack: {stack}")
     print(
         f"\n(a) bare PyTorch loop     median {statistics.median(bare):8.1f} images/s "
         f"(spread {spread(bare):.1%})"
@@ -204,6 +207,11 @@ def main() -> None:
         help="largest (max - min) / median of the pair ratios for a verdict",
     )
     parser.add_argument("--goal", type=float, default=0.97)
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="the API and the scheduler as two processes (fovea api + fovea scheduler)",
+    )
     args = parser.parse_args()
     if args.pairs < 3:
         parser.error("--pairs must be at least 3: fewer cannot tell noise from overhead")

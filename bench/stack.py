@@ -26,9 +26,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_stack(*, scheduler: bool = True, **env: str) -> Iterator[tuple[httpx.Client, Path]]:
+def running_stack(
+    *, scheduler: bool = True, split: bool = False, **env: str
+) -> Iterator[tuple[httpx.Client, Path]]:
     """(a client with the token, the stack's home); extra FOVEA_* settings as keywords;
-    `scheduler=False` starts the API alone (no Ray): jobs stay queued."""
+    `scheduler=False` starts the API alone (no Ray): jobs stay queued; `split=True` runs
+    the API (`fovea api`) and the scheduler (`fovea scheduler`, with the local Ray) as two
+    processes on one home instead of `fovea up`."""
     home = Path(tempfile.mkdtemp(prefix="fovea-bench-"))
     port = free_port()
     environ = {
@@ -39,14 +43,22 @@ def running_stack(*, scheduler: bool = True, **env: str) -> Iterator[tuple[httpx
         "FOVEA_DATA_ROOTS": f"{REPO.parent}:{REPO}",
         **{f"FOVEA_{k.upper()}": v for k, v in env.items()},
     }
-    with open(home / "server.log", "wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "fovea", "up", *([] if scheduler else ["--no-scheduler"])],
-            env=environ,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
+    if split:
+        commands = [["api"], *([["scheduler"]] if scheduler else [])]
+    else:
+        commands = [["up", *([] if scheduler else ["--no-scheduler"])]]
+    servers = []
+    for command in commands:
+        with open(home / f"{command[0]}.log", "wb") as log:
+            servers.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "fovea", *command],
+                    env=environ,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=REPO,
+                )
+            )
     http = httpx.Client(
         base_url=f"http://127.0.0.1:{port}",
         headers={"Authorization": f"Bearer {TOKEN}"},
@@ -59,16 +71,18 @@ def running_stack(*, scheduler: bool = True, **env: str) -> Iterator[tuple[httpx
                 http.get("/health")
                 break
             except httpx.HTTPError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit(f"fovea up did not start; see {home / 'server.log'}") from None
+                if time.monotonic() > deadline or any(s.poll() is not None for s in servers):
+                    raise SystemExit(f"the stack did not start; see the logs in {home}") from None
                 time.sleep(0.5)
         yield http, home
     finally:
-        server.send_signal(2)
-        try:
-            server.wait(60)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        for server in servers:
+            server.send_signal(2)
+        for server in servers:
+            try:
+                server.wait(60)
+            except subprocess.TimeoutExpired:
+                server.kill()
 
 
 def train(http: httpx.Client, spec: dict[str, Any]) -> dict[str, Any]:

@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     ray_address: str | None = None  # None: start a local Ray on loopback
     ray_num_cpus: int | None = None  # local Ray only; None: all cores
     ray_num_gpus: int | None = None
+    # local Ray only: stopped after this many seconds with no job and no served model (an
+    # idle stack then runs no Ray process), started again by the next job (a few seconds);
+    # 0: kept up
+    ray_idle_stop_s: float = 120.0
     # Colon- or comma-separated; user dataset paths must resolve under one of them.
     data_roots: Annotated[list[Path], NoDecode] = Field(default_factory=_default_data_roots)
     checkpoint_root: Path | None = None  # default: <home>/checkpoints (must be shared by all nodes)

@@ -142,7 +142,11 @@ class Scheduler:
             self._dispatch()
         if self.handles:
             return self.settings.scheduler_interval_s
-        return self._idle_sleep()
+        sleep = self._idle_sleep()
+        backend_wants = self.backend.idle()  # e.g. the local Ray stops after idling a while
+        if backend_wants is not None:
+            sleep = min(sleep, backend_wants + 0.05)
+        return sleep
 
     def _fire_schedules(self) -> None:
         """Retraining schedules that are due submit their jobs (before dispatch, so those

@@ -46,6 +46,7 @@ def _ray_backend(settings: Settings):  # type: ignore[no-untyped-def]
         address=settings.ray_address,
         num_cpus=settings.ray_num_cpus,
         num_gpus=settings.ray_num_gpus,
+        idle_stop_s=settings.ray_idle_stop_s,
     )
 
 

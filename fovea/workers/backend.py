@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -127,7 +128,110 @@ class Backend(Protocol):
 
     def release(self) -> None: ...  # nothing runs now: free what idles
 
+    def idle(self) -> float | None: ...  # still nothing: seconds until it wants a call
+
     def shutdown(self) -> None: ...
+
+
+class EmbeddedRay:
+    """The local Ray of the embedded default (no FOVEA_RAY_ADDRESS), owned by this process.
+
+    Started when work needs it and stopped after `idle_stop_s` with nothing on it, so an
+    idle `fovea up` runs no Ray process at all (bench/idle.py: Ray's daemons cost ~4% of a
+    core doing nothing). Holders say what keeps it up: "jobs" while the scheduler runs
+    any, "serving" once a model replica lives on it (replicas are never stopped behind the
+    API's back). `idle_stop_s` 0: never stopped.
+    """
+
+    def __init__(
+        self, *, num_cpus: int | None, num_gpus: int | None, idle_stop_s: float = 0.0
+    ) -> None:
+        self.num_cpus, self.num_gpus, self.idle_stop_s = num_cpus, num_gpus, idle_stop_s
+        self._lock = threading.RLock()
+        self._holders: set[str] = set()
+        self._idle_since = time.monotonic()
+        self._capacity: tuple[float, float] | None = None
+        self.starts = 0  # for tests and benchmarks
+
+    def ensure(self) -> None:
+        with self._lock:
+            if ray.is_initialized():
+                return
+            started = time.monotonic()
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+            # Ray runs workers at nice 15, so on a small machine every burst of the
+            # control plane (raylet, this process) preempts training; run them at 0.
+            os.environ.setdefault("RAY_worker_niceness", "0")
+            # Only what the embedded default needs: no metrics export (the Ray dashboard is
+            # off), no idle worker started ahead of a job, task events batched rarely, idle
+            # workers left after a job exit (each costs ~1% of a core doing nothing).
+            for name, value in EMBEDDED_RAY_ENV.items():
+                os.environ.setdefault(name, value)
+            # a local Ray on loopback only (token auth stays on)
+            ray.init(
+                include_dashboard=False,
+                log_to_driver=True,
+                namespace=NAMESPACE,
+                num_cpus=self.num_cpus,
+                num_gpus=self.num_gpus,
+                _node_ip_address="127.0.0.1",
+            )
+            res = ray.cluster_resources()
+            self._capacity = (float(res.get("CPU", 0.0)), float(res.get("GPU", 0.0)))
+            self._idle_since = time.monotonic()
+            self.starts += 1
+            if self.starts > 1:
+                log.info("local Ray started again in %.1f s", time.monotonic() - started)
+
+    @property
+    def running(self) -> bool:
+        return ray.is_initialized()
+
+    def capacity(self) -> tuple[float, float]:
+        """What the local Ray has; known without it once it has run (it does not change)."""
+        if self._capacity is None:
+            self.ensure()
+        assert self._capacity is not None
+        return self._capacity
+
+    def hold(self, holder: str) -> None:
+        with self._lock:
+            self.ensure()
+            self._holders.add(holder)
+
+    def let_go(self, holder: str) -> None:
+        with self._lock:
+            if holder in self._holders:
+                self._holders.discard(holder)
+                if not self._holders:
+                    self._idle_since = time.monotonic()
+
+    def stop_if_idle(self) -> float | None:
+        """Stop Ray when it has had no holder for idle_stop_s; else the seconds until it
+        would (None: nothing to wait for: stopped, held, or never stopped)."""
+        with self._lock:
+            if self.idle_stop_s <= 0 or self._holders or not ray.is_initialized():
+                return None
+            left = self.idle_stop_s - (time.monotonic() - self._idle_since)
+            if left > 0:
+                return left
+            log.info("no job nor served model for %.0f s: stopping the local Ray", self.idle_stop_s)
+            ray.shutdown()
+            return None
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._holders.clear()
+            if ray.is_initialized():
+                ray.shutdown()
+
+
+_embedded: EmbeddedRay | None = None
+
+
+def embedded() -> EmbeddedRay | None:
+    """This process's local Ray, when it runs the embedded default (serving shares it)."""
+    return _embedded
 
 
 class RayBackend:
@@ -140,29 +244,27 @@ class RayBackend:
         num_cpus: int | None = None,
         num_gpus: int | None = None,
         cancel_grace_s: float = 15.0,
+        idle_stop_s: float = 0.0,
     ) -> None:
-        if not ray.is_initialized():
-            kwargs: dict[str, Any] = {
-                "include_dashboard": False,
-                "log_to_driver": True,
-                "namespace": NAMESPACE,
-            }
-            if address:
-                kwargs["address"] = address
-            else:
-                # Embedded default: a local Ray on loopback only (token auth stays on).
-                kwargs.update(num_cpus=num_cpus, num_gpus=num_gpus, _node_ip_address="127.0.0.1")
-                os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-                # Ray runs workers at nice 15, so on a small machine every burst of the
-                # control plane (raylet, this process) preempts training; run them at 0.
-                os.environ.setdefault("RAY_worker_niceness", "0")
-                # Only what the embedded default needs, so an idle stack costs little
-                # (bench/idle.py): no metrics export (the Ray dashboard is off), no idle
-                # worker started ahead of a job, task events batched rarely, idle workers
-                # left after a job exit (each costs ~1% of a core doing nothing).
-                for name, value in EMBEDDED_RAY_ENV.items():
-                    os.environ.setdefault(name, value)
-            ray.init(**kwargs)
+        global _embedded
+        self.local: EmbeddedRay | None = None
+        if address:
+            if not ray.is_initialized():
+                ray.init(
+                    address=address,
+                    include_dashboard=False,
+                    log_to_driver=True,
+                    namespace=NAMESPACE,
+                )
+        elif not ray.is_initialized() or _embedded is not None:
+            # Started now (its size and any start-up error known at once); stopped when
+            # idle for idle_stop_s, started again by the next job.
+            self.local = _embedded or EmbeddedRay(
+                num_cpus=num_cpus, num_gpus=num_gpus, idle_stop_s=idle_stop_s
+            )
+            self.local.idle_stop_s = idle_stop_s
+            self.local.ensure()
+            _embedded = self.local
         self.cancel_grace_s = cancel_grace_s
         self.detached = bool(address)
         self._board: Any = None
@@ -182,10 +284,14 @@ class RayBackend:
         return self._board
 
     def capacity(self) -> tuple[float, float]:
+        if self.local is not None:
+            return self.local.capacity()
         res = ray.cluster_resources()
         return float(res.get("CPU", 0.0)), float(res.get("GPU", 0.0))
 
     def submit(self, job: WorkerJob) -> Handle:
+        if self.local is not None:
+            self.local.hold("jobs")
         ray.get(self.board.forget.remote(job.job_id, job.attempt))
         if job.workers > 1:  # data-parallel under Ray Train: its workers hold the resources
             ref = distributed.start(job, self.board)
@@ -238,8 +344,21 @@ class RayBackend:
         """Nothing runs: stop the embedded StatusBoard (an idle actor costs ~1% of a core);
         the next submit makes a new one. A detached board (a cluster of its own) stays."""
         if self._board is not None and not self.detached:
-            ray.kill(self._board)
+            if ray.is_initialized():
+                ray.kill(self._board)
             self._board = None
+        if self.local is not None:
+            self.local.let_go("jobs")
+
+    def idle(self) -> float | None:
+        """Nothing runs: stop the local Ray once it has idled long enough; the seconds
+        until it would (the scheduler wakes then), or None."""
+        if self.local is None:
+            return None
+        left = self.local.stop_if_idle()
+        if not self.local.running:
+            self._board = None
+        return left
 
     def drain_status(self) -> dict[str, dict[str, Any]]:
         if self._board is None:
@@ -247,5 +366,9 @@ class RayBackend:
         return ray.get(self._board.drain.remote(), timeout=30)
 
     def shutdown(self) -> None:
-        if ray.is_initialized():
+        global _embedded
+        if self.local is not None:
+            self.local.shutdown()
+            _embedded = None
+        elif ray.is_initialized():
             ray.shutdown()

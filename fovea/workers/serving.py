@@ -258,7 +258,12 @@ class ServingPool:
                 log.info("stopped replica %s v%d: its alias moved to v%d", name, key[1], keep)
 
     def _connect(self) -> None:
-        if not ray.is_initialized():
+        from fovea.workers.backend import embedded
+
+        local = embedded() if self.ray_address is None else None
+        if local is not None:  # `fovea up`: the scheduler's local Ray, kept up while serving
+            local.hold("serving")
+        elif not ray.is_initialized():
             ray.init(address=self.ray_address or "auto", namespace=NAMESPACE)
 
 

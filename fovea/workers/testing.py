@@ -79,5 +79,8 @@ class FakeBackend:
     def release(self) -> None:
         self.released += 1
 
+    def idle(self) -> float | None:
+        return None
+
     def shutdown(self) -> None:
         return None
