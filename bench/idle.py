@@ -216,7 +216,7 @@ def main() -> None:
         )
         verdict = "meets" if idle < 1.0 else "MISSES"
         print(
-            f"idle fovea up: {idle:.2f}% of one core once Ray stopped ({verdict} the < 1% goal); "
+            f"idle {stack}: {idle:.2f}% of one core once Ray stopped ({verdict} the < 1% goal); "
             f"{up:.2f}% while Ray is up"
         )
     finally:

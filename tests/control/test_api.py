@@ -61,8 +61,12 @@ def test_health_needs_no_token(server: LiveServer) -> None:
         ("POST", "/jobs"),
         ("GET", "/jobs/x"),
         ("POST", "/jobs/x/cancel"),
+        ("GET", "/jobs/x/queue"),
+        ("GET", "/catalog"),
         ("GET", "/models"),
         ("GET", "/models/x"),
+        ("GET", "/models/x/predictions"),
+        ("GET", "/models/x/predictions/1/image"),
     ],
 )
 @pytest.mark.parametrize("auth", [None, "Bearer wrong", "Basic abc", f"bearer{TOKEN}"])
