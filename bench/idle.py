@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.stack import REPO, TOKEN, free_port
+from bench.stack import running_stack
 from fovea.config import Settings
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -150,83 +148,41 @@ def main() -> None:
         help="the API and the scheduler as two processes (fovea api + fovea scheduler)",
     )
     args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="fovea-idle-"))
-    port = free_port()
-    env = {
-        **os.environ,
-        "FOVEA_HOME": str(home),
-        "FOVEA_PORT": str(port),
-        "FOVEA_API_TOKEN": TOKEN,
-        "FOVEA_DATA_ROOTS": str(home),
-        "FOVEA_RAY_IDLE_STOP_S": str(args.ray_idle_stop),
-    }
-    commands = [["api"], ["scheduler"]] if args.split else [["up"]]
-    servers = []
-    for command in commands:
-        with open(home / f"{command[0]}.log", "wb") as log:
-            servers.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "fovea", *command],
-                    env=env,
-                    stdout=log,
-                    stderr=log,
-                    cwd=REPO,
-                )
-            )
-    roots = [server.pid for server in servers]
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or any(s.poll() is not None for s in servers):
-                raise SystemExit(f"the stack did not start; see the logs in {home}")
-            time.sleep(0.5)
-        http = httpx.Client(
-            base_url=f"http://127.0.0.1:{port}",
-            headers={"Authorization": f"Bearer {TOKEN}"},
-            timeout=60,
-        )
-        stack = "fovea api + fovea scheduler" if args.split else "fovea up"
-        print(f"{stack}; cores {os.cpu_count()}; FOVEA_RAY_IDLE_STOP_S={args.ray_idle_stop:g}")
-        state, warm_s = run_job(http)
-        print(f"tiny job with Ray warm: {state} in {warm_s:.1f} s (submit to end)")
-        ended = time.monotonic()
-        time.sleep(args.settle)
-        up = measure(roots, args.seconds, "idle, local Ray still up")
-        if args.ray_idle_stop <= 0:
-            print(f"Ray is kept up: idle {up:.2f}% of one core (goal < 1%)")
-            return
-        limit = ended + args.ray_idle_stop + 60
-        while ray_running(roots) and time.monotonic() < limit:
-            time.sleep(1.0)
-        if ray_running(roots):
-            raise SystemExit(f"the local Ray still runs {args.ray_idle_stop + 60:.0f} s after "
-                             f"the job; see the logs in {home}")  # fmt: skip
-        print(f"the scheduler stopped the local Ray {time.monotonic() - ended:.0f} s after the job")
-        time.sleep(2.0)
-        idle = measure(roots, args.seconds, "idle, local Ray stopped")
-        state, cold_s = run_job(http)
-        print(
-            f"tiny job with Ray stopped: {state} in {cold_s:.1f} s (submit to end; "
-            f"+{cold_s - warm_s:.1f} s for starting Ray again)"
-        )
-        verdict = "meets" if idle < 1.0 else "MISSES"
-        print(
-            f"idle {stack}: {idle:.2f}% of one core once Ray stopped ({verdict} the < 1% goal); "
-            f"{up:.2f}% while Ray is up"
-        )
-    finally:
-        for server in servers:
-            server.send_signal(2)
-        for server in servers:
-            try:
-                server.wait(60)
-            except subprocess.TimeoutExpired:
-                server.kill()
+    with running_stack(split=args.split, ray_idle_stop_s=str(args.ray_idle_stop)) as running:
+        report(args, running.http, running.pids, running.home)
+
+
+def report(args: argparse.Namespace, http: httpx.Client, roots: list[int], home: Path) -> None:
+    """Run the tiny job, measure idle with Ray up, wait for the stop, measure, run again."""
+    stack = "fovea api + fovea scheduler" if args.split else "fovea up"
+    print(f"{stack}; cores {os.cpu_count()}; FOVEA_RAY_IDLE_STOP_S={args.ray_idle_stop:g}")
+    state, warm_s = run_job(http)
+    print(f"tiny job with Ray warm: {state} in {warm_s:.1f} s (submit to end)")
+    ended = time.monotonic()
+    time.sleep(args.settle)
+    up = measure(roots, args.seconds, "idle, local Ray still up")
+    if args.ray_idle_stop <= 0:
+        print(f"Ray is kept up: idle {up:.2f}% of one core (goal < 1%)")
+        return
+    limit = ended + args.ray_idle_stop + 60
+    while ray_running(roots) and time.monotonic() < limit:
+        time.sleep(1.0)
+    if ray_running(roots):
+        raise SystemExit(f"the local Ray still runs {args.ray_idle_stop + 60:.0f} s after "
+                         f"the job; see the logs in {home}")  # fmt: skip
+    print(f"the scheduler stopped the local Ray {time.monotonic() - ended:.0f} s after the job")
+    time.sleep(2.0)
+    idle = measure(roots, args.seconds, "idle, local Ray stopped")
+    state, cold_s = run_job(http)
+    print(
+        f"tiny job with Ray stopped: {state} in {cold_s:.1f} s (submit to end; "
+        f"+{cold_s - warm_s:.1f} s for starting Ray again)"
+    )
+    verdict = "meets" if idle < 1.0 else "MISSES"
+    print(
+        f"idle {stack}: {idle:.2f}% of one core once Ray stopped ({verdict} the < 1% goal); "
+        f"{up:.2f}% while Ray is up"
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass
+class Running:
+    """A started stack: unpacks as (client, home); `pids` are its top processes."""
+
+    http: httpx.Client
+    home: Path
+    pids: list[int]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.http, self.home))
+
+
 @contextmanager
-def running_stack(
-    *, scheduler: bool = True, split: bool = False, **env: str
-) -> Iterator[tuple[httpx.Client, Path]]:
+def running_stack(*, scheduler: bool = True, split: bool = False, **env: str) -> Iterator[Running]:
     """(a client with the token, the stack's home); extra FOVEA_* settings as keywords;
     `scheduler=False` starts the API alone (no Ray): jobs stay queued; `split=True` runs
     the API (`fovea api`) and the scheduler (`fovea scheduler`, with the local Ray) as two
@@ -74,7 +85,7 @@ def running_stack(
                 if time.monotonic() > deadline or any(s.poll() is not None for s in servers):
                     raise SystemExit(f"the stack did not start; see the logs in {home}") from None
                 time.sleep(0.5)
-        yield http, home
+        yield Running(http, home, [server.pid for server in servers])
     finally:
         for server in servers:
             server.send_signal(2)
