@@ -267,6 +267,10 @@ class Capacity:
         return Capacity(self.cpus - job.cpus, self.gpus - job.gpus)
 
 
+# The order queued jobs are claimed in: highest priority first, then first come (id breaks ties)
+CLAIM_ORDER = (Job.priority.desc(), Job.submitted_at.asc(), Job.id.asc())
+
+
 def claim_jobs(
     *,
     session: Session,
@@ -283,12 +287,11 @@ def claim_jobs(
     transactions one at a time (BEGIN IMMEDIATE), so the rows read are the rows written.
     The caller commits; claimed jobs are RUNNING with a lease owned by `owner`.
     """
-    order = (Job.priority.desc(), Job.submitted_at.asc(), Job.id.asc())
     now = utcnow()
     stmt = (
         select(Job)
         .where(Job.state == JobState.QUEUED, claimable(now))
-        .order_by(*order)
+        .order_by(*CLAIM_ORDER)
         .limit(max(64, 4 * limit))
     )
     if session.get_bind().dialect.name == "postgresql":
@@ -376,17 +379,12 @@ class QueueReport:
 def queue_report(
     *, session: Session, job_id: str, project_quota: int = 0, show: int = 5
 ) -> QueueReport:
-    """What a person asks of a queued job: how many go first (priority, then FIFO, the
-    order claim_jobs uses), whether a retry backoff, the project's quota or its resource
-    request holds it, and what the running jobs hold."""
+    """What a person asks of a queued job: how many go first (CLAIM_ORDER, as claim_jobs
+    takes them), whether a retry backoff, the project's quota or its resource request holds
+    it, and what the running jobs hold."""
     job = get_job(session=session, job_id=job_id, with_events=True)
-    running = session.execute(
-        select(
-            func.count(),
-            func.coalesce(func.sum(Job.cpus), 0.0),
-            func.coalesce(func.sum(Job.gpus), 0.0),
-        ).where(Job.state == JobState.RUNNING)
-    ).one()
+    held = running_usage(session=session)
+    running_jobs = session.scalar(select(func.count()).where(Job.state == JobState.RUNNING)) or 0
     project_running = (
         session.scalar(
             select(func.count()).where(Job.state == JobState.RUNNING, Job.project == job.project)
@@ -398,9 +396,9 @@ def queue_report(
         job_id=job.id,
         state=job.state.value,
         queued=queued,
-        running_jobs=int(running[0]),
-        running_cpus=float(running[1]),
-        running_gpus=float(running[2]),
+        running_jobs=running_jobs,
+        running_cpus=held.cpus,
+        running_gpus=held.gpus,
         project=job.project,
         project_running=int(project_running),
         project_quota=project_quota,
@@ -419,11 +417,7 @@ def queue_report(
     )
     first = select(Job).where(Job.state == JobState.QUEUED, before)
     n_ahead = session.scalar(select(func.count()).select_from(first.subquery())) or 0
-    ahead = list(
-        session.scalars(
-            first.order_by(Job.priority.desc(), Job.submitted_at.asc(), Job.id.asc()).limit(show)
-        )
-    )
+    ahead = list(session.scalars(first.order_by(*CLAIM_ORDER).limit(show)))
     now = utcnow()
     not_before = job.not_before if job.not_before is not None and job.not_before > now else None
     reasons: list[str] = []
@@ -446,10 +440,10 @@ def queue_report(
             f"{n_ahead} queued job{'s' if n_ahead != 1 else ''} go first (higher priority, or "
             f"the same priority {job.priority} and submitted earlier)"
         )
-    if running[0]:
+    if running_jobs:
         reasons.append(
-            f"{running[0]} running job{'s' if running[0] != 1 else ''} hold "
-            f"{float(running[1]):g} CPUs and {float(running[2]):g} GPUs; it needs "
+            f"{running_jobs} running job{'s' if running_jobs != 1 else ''} hold "
+            f"{held.cpus:g} CPUs and {held.gpus:g} GPUs; it needs "
             f"{job.cpus:g} CPUs and {job.gpus:g} GPUs free"
         )
     if not reasons:

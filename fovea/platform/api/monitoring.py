@@ -27,8 +27,7 @@ from fovea.platform.store import transaction
 from fovea.platform.validation import resolve_data_path
 
 router = APIRouter(prefix="/models", tags=["monitoring"])
-ReportId = Annotated[int, PathParam(ge=1, le=MAX_BIG_ROW_ID)]
-PredictionId = Annotated[int, PathParam(ge=1, le=MAX_BIG_ROW_ID)]
+RowId = Annotated[int, PathParam(ge=1, le=MAX_BIG_ROW_ID)]  # a report's or a prediction's
 
 
 class PayloadTooLarge(Exception):
@@ -396,7 +395,7 @@ def _compute(request: Request, resolved: Any, window: int) -> dict[str, Any]:
 
 
 @router.get("/{name}/drift/{report_id}")
-def drift_report(name: str, report_id: ReportId, session: SessionDep) -> dict[str, Any]:
+def drift_report(name: str, report_id: RowId, session: SessionDep) -> dict[str, Any]:
     return _report(_get_report(session, name, report_id), full=True)
 
 
@@ -405,7 +404,7 @@ def drift_report(name: str, report_id: ReportId, session: SessionDep) -> dict[st
     response_class=Response,
     responses={200: {"content": {"image/png": {}}, "description": "the plot"}},
 )
-def drift_plot(name: str, report_id: ReportId, plot: str, session: SessionDep) -> Response:
+def drift_plot(name: str, report_id: RowId, plot: str, session: SessionDep) -> Response:
     from fovea.platform.drift_plots import PLOTS
 
     if plot not in PLOTS:
@@ -506,7 +505,7 @@ _IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"
     },
 )
 def prediction_image(
-    name: str, prediction_id: PredictionId, session: SessionDep, settings: SettingsDep
+    name: str, prediction_id: RowId, session: SessionDep, settings: SettingsDep
 ) -> Response:
     """The sampled copy of a live image. Its file is the one the log row names, and only
     when it lies under the samples folder: no path ever comes from the request."""
