@@ -9,10 +9,12 @@ One loop, `Scheduler.tick()`, run by a thread of `fovea up` or by `fovea schedul
 5. claim queued jobs that fit what the cluster has free (its capacity minus the running
    jobs of every scheduler, counted in the store) and start them.
 
-Between ticks it sleeps: while it runs jobs, `scheduler_interval_s` (progress, outcomes);
-when idle, until a commit somewhere wakes it (fovea.platform.wake) or its next deadline
-(a backoff ending, a lease expiring, a schedule due), at most `scheduler_idle_s`. A tick
-that finds nothing to do opens no write transaction.
+Between ticks it sleeps: while it runs jobs, `scheduler_interval_s` (how fresh the progress
+in the store is; a job that ends wakes it at once, through the backend's `on_done`; other
+commits wait for the next tick, and its own progress writes wake no one); when idle, until
+a commit somewhere wakes it (fovea.platform.wake) or its next deadline (a backoff ending, a
+lease expiring, a schedule due), at most `scheduler_idle_s`. A tick that finds nothing to
+do opens no write transaction.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from fovea.platform import jobs as svc
 from fovea.platform.policy import Backoff
 from fovea.platform.runs import RunCloser
 from fovea.platform.store import Job, JobState, read_session_factory, transaction, utcnow
-from fovea.platform.wake import LOCAL, Listener, Wake
+from fovea.platform.wake import LOCAL, Listener, Wake, quiet
 from fovea.workers.backend import Backend, Handle
 from fovea.workers.failures import Outcome
 from fovea.workers.types import WorkerJob
@@ -71,6 +73,7 @@ class Scheduler:
         self._draining = threading.Event()
         self._drain_tick = 0
         self._stop = threading.Event()
+        self._ended = threading.Event()  # one of this scheduler's jobs has ended
         self._thread: threading.Thread | None = None
         self._listener = Listener(settings.db_url, wake, sqlite_check_s=settings.sqlite_check_s)
         self.ticks = 0  # for tests and benchmarks
@@ -124,7 +127,27 @@ class Scheduler:
             except Exception:
                 log.exception("scheduler tick failed; retrying")
                 sleep = self.settings.scheduler_interval_s
-            self._woken = self.wake.wait(sleep)
+            self._woken = self._sleep(sleep)
+
+    def _sleep(self, seconds: float) -> bool:
+        """Sleep until the next tick; True when a commit (maybe new work) woke it. While jobs
+        run, a commit does not end the sleep (the tick comes within `scheduler_interval_s`
+        anyway); only a job's end or a stop does, so a busy store costs no extra ticks."""
+        if not self.handles:
+            return self.wake.wait(seconds)
+        deadline = time.monotonic() + seconds
+        woken = False
+        while not (self._ended.is_set() or self._stop.is_set()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            woken = self.wake.wait(left) or woken
+        self._ended.clear()
+        return woken
+
+    def _job_ended(self) -> None:
+        self._ended.set()
+        self.wake.notify()
 
     # --- one pass ------------------------------------------------------------------------
     def tick(self) -> float:
@@ -171,6 +194,7 @@ class Scheduler:
         if not updates:
             return
         with transaction(self.sessions) as session:
+            quiet(session)  # progress and events: no work for any scheduler
             for job_id, update in updates.items():
                 job = session.get(Job, job_id)
                 if job is None or job.state.is_terminal:
@@ -371,7 +395,9 @@ class Scheduler:
             data_roots=tuple(str(root) for root in self.settings.data_roots),
         )
         try:
-            self.handles[job_id] = self.backend.submit(worker_job)
+            handle = self.backend.submit(worker_job)
+            self.handles[job_id] = handle
+            self.backend.on_done(handle, self._job_ended)
         except Exception as exc:  # Ray refused: put it back rather than lose it
             log.exception("could not start job %s on Ray", job_id)
             with transaction(self.sessions) as session:

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 CHANNEL = "fovea_work"
 _FLAG = "fovea_wake"
 _NOTIFIED = "fovea_wake_notified"
+_QUIET = "fovea_wake_quiet"
 
 
 class Wake:
@@ -50,6 +51,12 @@ class Wake:
 LOCAL = Wake()
 
 
+def quiet(session: Session) -> None:
+    """This transaction writes nothing a scheduler acts on (e.g. the progress of a running
+    job): it wakes no one, here or in other processes (no NOTIFY)."""
+    session.info[_QUIET] = True
+
+
 def _relevant(session: Session) -> bool:
     from fovea.platform.store import Job, ModelEvent, Schedule
 
@@ -63,7 +70,7 @@ def _relevant(session: Session) -> bool:
 
 @event.listens_for(Session, "after_flush")
 def _after_flush(session: Session, _context: Any) -> None:
-    if session.info.get(_FLAG) or not _relevant(session):
+    if session.info.get(_FLAG) or session.info.get(_QUIET) or not _relevant(session):
         return
     session.info[_FLAG] = True
     conn = session.connection()
@@ -77,6 +84,7 @@ def _after_commit(session: Session) -> None:
     if session.in_nested_transaction():
         return  # a SAVEPOINT released: the transaction goes on
     session.info.pop(_NOTIFIED, None)
+    session.info.pop(_QUIET, None)
     if session.info.pop(_FLAG, False):
         LOCAL.notify()
 
@@ -86,6 +94,7 @@ def _after_rollback(session: Session) -> None:
     if session.in_nested_transaction():
         return  # back to a SAVEPOINT: what was flushed before it still counts
     session.info.pop(_FLAG, None)
+    session.info.pop(_QUIET, None)
     session.info.pop(_NOTIFIED, None)
 
 

@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -121,6 +122,10 @@ class Backend(Protocol):
     def poll(self, handle: Handle) -> Outcome | None: ...  # None while it runs
 
     def wait(self, handles: list[Handle], timeout: float) -> None: ...  # until one may be done
+
+    # `callback()` (from any thread) once the attempt has ended, so the scheduler need not
+    # poll for outcomes
+    def on_done(self, handle: Handle, callback: Callable[[], None]) -> None: ...
 
     def cancel(self, handle: Handle) -> None: ...
 
@@ -304,6 +309,9 @@ class RayBackend:
     def wait(self, handles: list[Handle], timeout: float) -> None:
         if handles:
             ray.wait([h.ref for h in handles], num_returns=1, timeout=timeout)
+
+    def on_done(self, handle: Handle, callback: Callable[[], None]) -> None:
+        handle.ref.future().add_done_callback(lambda _future: callback())
 
     def poll(self, handle: Handle) -> Outcome | None:
         """None while the job runs; an Outcome once it has ended one way or another."""

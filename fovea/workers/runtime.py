@@ -28,12 +28,13 @@ log = logging.getLogger(__name__)
 class BoardReporter:
     """Engine Reporter: metrics to MLflow (buffered), progress and events to the StatusBoard.
 
-    Pushes to the board are throttled to one small actor call per `interval_s` and never
-    waited on by the training loop (see `push`).
+    Pushes to the board are throttled to one small actor call per `interval_s` (as often as
+    the scheduler drains the board by default, `scheduler_interval_s`) and never waited on
+    by the training loop (see `push`); events go at once.
     """
 
     def __init__(
-        self, *, job_id: str, board: Any, logger: Any, interval_s: float = 1.0, attempt: int = 0
+        self, *, job_id: str, board: Any, logger: Any, interval_s: float = 2.0, attempt: int = 0
     ) -> None:
         self.job_id = job_id
         self.attempt = attempt

@@ -138,3 +138,31 @@ def test_ray_backend_sorts_what_ray_reports(ray_backend) -> None:  # type: ignor
     assert bug.kind is OutcomeKind.INTERNAL and "a bug" in bug.reason
     # a worker that ignores the cancel flag is force-killed after the grace (0 s here)
     assert _ended(ray_backend, hangs.remote(), cancel=True).kind is OutcomeKind.CANCELLED
+
+
+def test_ray_backend_says_when_an_attempt_ends(ray_backend) -> None:  # type: ignore[no-untyped-def]
+    """`on_done` calls back once the task has ended, however it ended (the scheduler sleeps
+    on it instead of polling)."""
+    import threading
+
+    import ray
+
+    from fovea.workers.backend import Handle
+
+    @ray.remote(max_retries=0)
+    def sleeps(seconds: float) -> JobResult:
+        time.sleep(seconds)
+        return JobResult(status="succeeded")
+
+    @ray.remote(max_retries=0)
+    def dies() -> None:
+        time.sleep(0.5)
+        os._exit(137)
+
+    for start in (lambda: sleeps.remote(1.0), dies.remote):
+        ended = threading.Event()
+        handle = Handle("job", 1, start(), 1.0, 0.0)
+        ray_backend.on_done(handle, ended.set)
+        assert not ended.is_set()  # still running
+        assert ended.wait(60), "no callback after the task ended"
+        assert ray_backend.poll(handle) is not None  # and poll agrees it has ended
