@@ -24,10 +24,10 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.procs import name, trees
 from bench.stack import running_stack
 from fovea.config import Settings
 
-TICKS = os.sysconf("SC_CLK_TCK")
 TINY_JOB = {
     "name": "idle-bench",
     "task": "classification",
@@ -42,58 +42,6 @@ def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def _stat(pid: int) -> tuple[int, float] | None:
-    """(parent pid, CPU seconds) of a live process."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def _name(pid: int) -> str:
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return "?"
-    words = [w.decode(errors="replace") for w in cmd if w]
-    if not words:
-        return "?"
-    if any(w == "fovea" or w.endswith("/fovea") for w in words) or "fovea" in words[:3]:
-        command = next((w for w in words if w in ("up", "api", "scheduler")), "up")
-        return {"up": "fovea up (API + scheduler)"}.get(command, f"fovea {command}")
-    exe = Path(words[0]).name
-    if exe.startswith("python") and len(words) > 1:
-        script = Path(words[1]).name if not words[1].startswith("-") else " ".join(words[1:3])
-        return f"python {script}"[:60]
-    return exe[:60]
-
-
-def tree(root: int) -> dict[int, float]:
-    """CPU seconds of `root` and all its descendants, by pid."""
-    stats = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            got = _stat(int(entry.name))
-            if got is not None:
-                stats[int(entry.name)] = got
-    keep, frontier = {root}, [root]
-    while frontier:
-        parent = frontier.pop()
-        for pid, (ppid, _) in stats.items():
-            if ppid == parent and pid not in keep:
-                keep.add(pid)
-                frontier.append(pid)
-    return {pid: stats[pid][1] for pid in keep if pid in stats}
-
-
-def trees(roots: list[int]) -> dict[int, float]:
-    out: dict[int, float] = {}
-    for root in roots:
-        out.update(tree(root))
-    return out
-
-
 def measure(roots: list[int], seconds: float, title: str) -> float:
     """CPU of the roots' trees over `seconds`, printed by process; the share of one core."""
     load_before = load()
@@ -105,21 +53,21 @@ def measure(roots: list[int], seconds: float, title: str) -> float:
     load_after = load()
     by_name: dict[str, float] = {}
     for pid, cpu in after.items():
-        name = _name(pid)
-        by_name[name] = by_name.get(name, 0.0) + cpu - before.get(pid, 0.0)
+        label = name(pid)
+        by_name[label] = by_name.get(label, 0.0) + cpu - before.get(pid, 0.0)
     total = sum(by_name.values())
     share = 100 * total / elapsed
     print(
         f"{title}: {elapsed:.1f} s, {len(after)} processes, {total:.2f} CPU-s = {share:.2f}% "
         f"of one core; load average before {load_before}, after {load_after}"
     )
-    for name, cpu in sorted(by_name.items(), key=lambda kv: -kv[1]):
-        print(f"  {100 * cpu / elapsed:6.2f}%  {cpu:6.2f} CPU-s  {name}")
+    for label, cpu in sorted(by_name.items(), key=lambda kv: -kv[1]):
+        print(f"  {100 * cpu / elapsed:6.2f}%  {cpu:6.2f} CPU-s  {label}")
     return share
 
 
 def ray_running(roots: list[int]) -> bool:
-    return any(_name(pid) in ("raylet", "gcs_server") for pid in trees(roots))
+    return any(name(pid) in ("raylet", "gcs_server") for pid in trees(roots))
 
 
 def run_job(http: httpx.Client) -> tuple[str, float]:

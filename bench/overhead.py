@@ -15,7 +15,12 @@ On a shared machine the load changes while a benchmark runs, so the two sides ar
 interleaved in pairs (a b, b a, a b, ...: at least 3) and each pair gives one ratio; the
 verdict is the median ratio, printed only when the pairs agree (their spread, (max - min) /
 median, is at most `--max-spread`). Otherwise the script says the machine was too noisy and
-exits 2. The MLflow share is reported the same way, per platform run.
+exits 2. The MLflow share is reported the same way, per platform run. One untimed run of
+each side comes first (a stack that has just started still starts its own parts).
+
+The CPU the control plane takes while a job trains is read from /proc for every process
+of the stack (the server, Ray's daemons, the status board actor) apart from the job's own:
+cycles the training did not get, a figure that does not move with the host's speed.
 Run: `make bench` (or `python bench/overhead.py --help`).
 """
 
@@ -30,7 +35,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from stack import REPO, running_stack, train  # bench/stack.py (the script's folder)
+from procs import JOB, TreeSampler  # bench/procs.py and bench/stack.py (the script's folder)
+from stack import REPO, running_stack, train
 
 FLOWERS = REPO.parent / "shared" / "datasets" / "classification" / "flowers5"
 WARMUP_FRACTION = 0.1
@@ -98,12 +104,24 @@ def platform_spec(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def platform_run(http: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """One job through the running stack: its throughput and the worker's timings."""
+def platform_run(http: Any, args: argparse.Namespace, roots: list[int]) -> dict[str, Any]:
+    """One job through the running stack: its throughput, the worker's timings and the CPU
+    seconds of each part of the stack meanwhile."""
+    sampler = TreeSampler(roots).start()
     submitted = time.monotonic()
-    job = train(http, platform_spec(args))
+    job = train(http, platform_spec(args), poll_s=2.0)  # a client asking as the dashboard does
+    wall = time.monotonic() - submitted
+    sampler.stop()
+    # while it trained: from the first to the last half second the job used most cores
+    window = sampler.busy_window(JOB, cores=0.75 * args.cores) or (0, -1)
     done = next(e for e in job["events"] if e.get("to_state") == "succeeded")
-    return {"job_wall_s": time.monotonic() - submitted, **done["data"]}
+    return {
+        "job_wall_s": wall,
+        "cpu_s": sampler.by_role(),
+        "train_window_s": sampler.seconds(*window),
+        "train_cpu_s": sampler.by_role(*window),
+        **done["data"],
+    }
 
 
 def spread(values: list[float]) -> float:
@@ -116,14 +134,21 @@ def interleaved(args: argparse.Namespace) -> tuple[list[float], list[dict[str, A
     data = bare_data(args)
     bare: list[float] = []
     plat: list[dict[str, Any]] = []
-    with running_stack(split=args.split) as (http, _home):
+    with running_stack(split=args.split) as running:
+        http, roots = running.http, running.pids
+        warm_bare, warm_plat = bare_loop(args, data), platform_run(http, args, roots)
+        print(
+            f"warm-up (not counted): bare {warm_bare:7.1f}  platform "
+            f"{warm_plat['train_images_per_s']:7.1f} images/s",
+            flush=True,
+        )
         for pair in range(args.pairs):
             sides = ("bare", "platform") if pair % 2 == 0 else ("platform", "bare")
             for side in sides:
                 if side == "bare":
                     bare.append(bare_loop(args, data))
                 else:
-                    plat.append(platform_run(http, args))
+                    plat.append(platform_run(http, args, roots))
             b, p = bare[-1], plat[-1]["train_images_per_s"]
             print(
                 f"pair {pair + 1} ({sides[0]} first): bare {b:7.1f}  platform {p:7.1f} "
@@ -131,6 +156,23 @@ def interleaved(args: argparse.Namespace) -> tuple[list[float], list[dict[str, A
                 flush=True,
             )
     return bare, plat
+
+
+def control_plane(args: argparse.Namespace, plat: list[dict[str, Any]]) -> None:
+    """The stack's CPU apart from the job's own processes, by part: while each job trained,
+    and over its whole run."""
+    for cpu, seconds, title in (
+        ("train_cpu_s", "train_window_s", "while the job trained"),
+        ("cpu_s", "job_wall_s", "over the whole job (start, data, MLflow at the end)"),
+    ):
+        roles = sorted({r for p in plat for r in p[cpu]} - {JOB})
+        shares = {r: [p[cpu].get(r, 0.0) / p[seconds] for p in plat] for r in roles}
+        total = statistics.median(sum(shares[r][i] for r in roles) for i in range(len(plat)))
+        print(
+            f"  control plane CPU {title}: median {total:.2%} of one core "
+            f"= {total / args.cores:.2%} of the {args.cores} cores"
+        )
+        print("    " + ", ".join(f"{r} {statistics.median(shares[r]):.2%}" for r in roles))
 
 
 def report(args: argparse.Namespace, bare: list[float], plat: list[dict[str, Any]]) -> int:
@@ -165,6 +207,7 @@ def report(args: argparse.Namespace, bare: list[float], plat: list[dict[str, Any
     print(
         f"platform job wall time    median {statistics.median(walls):8.1f} s (submit to succeeded)"
     )
+    control_plane(args, plat)
     print(
         f"  MLflow calls while training  median {statistics.median(in_fit):.2%} of the "
         f"training time (any thread; target < 1%)"
@@ -215,6 +258,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.pairs < 3:
         parser.error("--pairs must be at least 3: fewer cannot tell noise from overhead")
+    args.cores = os.cpu_count() or 1
     builtin = args.dataset.startswith("builtin://")
     args.format = "builtin" if builtin else "imagefolder"
     args.arch = args.arch or ("smallcnn" if builtin else "resnet18")

@@ -96,13 +96,14 @@ def running_stack(*, scheduler: bool = True, split: bool = False, **env: str) ->
                 server.kill()
 
 
-def train(http: httpx.Client, spec: dict[str, Any]) -> dict[str, Any]:
-    """Submit `spec` and wait for the job's end; exits when it did not succeed."""
+def train(http: httpx.Client, spec: dict[str, Any], *, poll_s: float = 0.5) -> dict[str, Any]:
+    """Submit `spec` and wait for the job's end (asking every `poll_s`); exits when it did
+    not succeed."""
     job = http.post("/jobs", json=spec).json()
     if "id" not in job:
         raise SystemExit(f"submit refused: {job}")
     while job["state"] not in ("succeeded", "failed", "cancelled"):
-        time.sleep(0.5)
+        time.sleep(poll_s)
         job = http.get(f"/jobs/{job['id']}").json()
     if job["state"] != "succeeded":
         raise SystemExit(f"job {job['state']}: {job['error']}")
