@@ -393,6 +393,7 @@ class Scheduler:
             checkpoint_dir=str(Path(self.settings.checkpoints) / job_id),
             mlflow_run_id=run_id,
             data_roots=tuple(str(root) for root in self.settings.data_roots),
+            progress_interval_s=self.settings.scheduler_interval_s,
         )
         try:
             handle = self.backend.submit(worker_job)

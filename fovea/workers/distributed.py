@@ -247,6 +247,11 @@ def _reporter(loop: dict[str, Any], rank: int) -> tuple[Any, Any]:
 
     job: WorkerJob = loop["job"]
     logger = RunLogger(tracking_uri=job.tracking_uri, run_id=loop["run_id"])
-    reporter = BoardReporter(job_id=job.job_id, board=loop["board"], logger=logger)
-    reporter.attempt = job.attempt  # the board fences stale attempts off by this
+    reporter = BoardReporter(
+        job_id=job.job_id,
+        board=loop["board"],
+        logger=logger,
+        attempt=job.attempt,  # the board fences stale attempts off by this
+        interval_s=job.progress_interval_s,
+    )
     return logger, reporter

@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 class BoardReporter:
     """Engine Reporter: metrics to MLflow (buffered), progress and events to the StatusBoard.
 
-    Pushes to the board are throttled to one small actor call per `interval_s` (as often as
-    the scheduler drains the board by default, `scheduler_interval_s`) and never waited on
+    Pushes to the board are throttled to one small actor call per `interval_s` (the job's
+    `progress_interval_s`: as often as the scheduler drains the board) and never waited on
     by the training loop (see `push`); events go at once.
     """
 
@@ -134,7 +134,13 @@ def run_job(job: WorkerJob, *, board: Any, fit_fn: Callable[..., FitResult] = fi
 
     started = time.monotonic()
     torch.set_num_threads(max(1, int(job.cpus)))
-    reporter = BoardReporter(job_id=job.job_id, board=board, logger=None, attempt=job.attempt)
+    reporter = BoardReporter(
+        job_id=job.job_id,
+        board=board,
+        logger=None,
+        attempt=job.attempt,
+        interval_s=job.progress_interval_s,
+    )
     logger = None
     try:
         task = get_task(job.task, train=job.train)

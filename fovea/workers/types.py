@@ -30,6 +30,7 @@ class WorkerJob:
     promotion: GatePolicy = field(default_factory=GatePolicy)  # the gate for register_as
     workers: int = 1  # > 1: data-parallel under Ray Train (cpus and gpus are per worker)
     max_retries: int = 0  # a worker group restarts from its checkpoint up to this often
+    progress_interval_s: float = 2.0  # progress pushes: as often as the scheduler drains them
 
     @classmethod
     def from_spec(
@@ -44,6 +45,7 @@ class WorkerJob:
         checkpoint_dir: str,
         mlflow_run_id: str | None,
         data_roots: tuple[str, ...] | None = None,
+        progress_interval_s: float = 2.0,
     ) -> WorkerJob:
         """Build from a stored (validated, normalised) JobSpec dict; every file the job
         reads must resolve under `data_roots` (None: no check)."""
@@ -94,6 +96,7 @@ class WorkerJob:
             promotion=GatePolicy.from_dict(spec.get("promotion")),
             workers=spec["resources"].get("workers", 1),
             max_retries=spec.get("max_retries", 0),
+            progress_interval_s=progress_interval_s,
         )
 
 

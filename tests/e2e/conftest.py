@@ -15,8 +15,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
     for name in ("cats", "dogs"):  # image files by name, none of them readable
         (data / "unreadable" / name).mkdir(parents=True)
         (data / "unreadable" / name / "x.jpg").write_bytes(b"not a jpeg")
-    # every live image kept: the drift page shows those of a drifting window
-    s = Stack(root / "home", data, env={"FOVEA_PREDICTION_SAMPLE_RATE": "1"})
+    # every live image kept: the drift page shows those of a drifting window; progress
+    # every 0.5 s: a fault test kills a worker at a given epoch of a short job
+    env = {"FOVEA_PREDICTION_SAMPLE_RATE": "1", "FOVEA_SCHEDULER_INTERVAL_S": "0.5"}
+    s = Stack(root / "home", data, env=env)
     s.start()
     yield s
     s.stop()

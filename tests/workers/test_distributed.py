@@ -78,6 +78,7 @@ def make_job(
         experiment="ddp-tests",
         checkpoint_dir=str(home / "checkpoints" / name),
         mlflow_run_id=None,
+        progress_interval_s=0.5,  # fine enough to kill a rank mid-epoch of a short job
     )
 
 
