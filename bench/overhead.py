@@ -21,9 +21,9 @@ one ratio; the verdict is the median ratio, printed only when the pairs agree: t
 (max - min) / median, of the middle pairs (all of them up to 4 pairs; from 5 on, leaving out
 the highest and the lowest, as the median does) is at most `--max-spread`. A single run
 disturbed by the host is then told apart from a machine too noisy to measure on, where the
-script says so and
-exits 2. The MLflow share is reported the same way, per platform run. One untimed run of
-each side comes first (a stack that has just started still starts its own parts).
+script says so and exits 2. The MLflow share is reported the same way, per platform run.
+One untimed run of each side comes first (a stack that has just started still starts its
+own parts).
 
 The CPU the control plane takes while a job trains is read from /proc for every process
 of the stack (the server, Ray's daemons, the status board actor) apart from the job's own:

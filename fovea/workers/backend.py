@@ -121,8 +121,6 @@ class Backend(Protocol):
 
     def poll(self, handle: Handle) -> Outcome | None: ...  # None while it runs
 
-    def wait(self, handles: list[Handle], timeout: float) -> None: ...  # until one may be done
-
     # `callback()` (from any thread) once the attempt has ended, so the scheduler need not
     # poll for outcomes
     def on_done(self, handle: Handle, callback: Callable[[], None]) -> None: ...
@@ -305,10 +303,6 @@ class RayBackend:
                 num_cpus=job.cpus, num_gpus=job.gpus, name=f"fovea-job-{job.job_id}"
             ).remote(job, self.board)
         return Handle(job.job_id, job.attempt, ref, job.cpus * job.workers, job.gpus * job.workers)
-
-    def wait(self, handles: list[Handle], timeout: float) -> None:
-        if handles:
-            ray.wait([h.ref for h in handles], num_returns=1, timeout=timeout)
 
     def on_done(self, handle: Handle, callback: Callable[[], None]) -> None:
         handle.ref.future().add_done_callback(lambda _future: callback())

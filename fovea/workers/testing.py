@@ -65,11 +65,8 @@ class FakeBackend:
             self.in_use[1] -= handle.gpus
         return outcome
 
-    def wait(self, handles: list[Handle], timeout: float) -> None:
-        return None  # every fake attempt may be done at the next poll
-
     def on_done(self, handle: Handle, callback: Callable[[], None]) -> None:
-        callback()  # as `wait`: it may be done at the next poll
+        callback()  # every fake attempt may be done at the next poll
 
     def cancel(self, handle: Handle) -> None:
         self.cancelled.add(handle.job_id)
