@@ -26,7 +26,7 @@ One untimed run of each side comes first (a stack that has just started still st
 own parts).
 
 The CPU the control plane takes while a job trains is read from /proc for every process
-of the stack (the server, Ray's daemons, the status board actor) apart from the job's own:
+of the stack (the server, Ray's daemons and idle workers) apart from the job's own:
 cycles the training did not get, a figure that does not move with the host's speed.
 Run: `make bench` (or `python bench/overhead.py --help`).
 """

@@ -20,7 +20,7 @@ def _stat(pid: int) -> tuple[int, float] | None:
 
 
 def name(pid: int) -> str:
-    """A short name: "fovea up (API + scheduler)", "raylet", "ray::StatusBoard.drain", ..."""
+    """A short name: "fovea up (API + scheduler)", "raylet", "ray::IDLE", ..."""
     try:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
@@ -72,8 +72,6 @@ def role(names: set[str]) -> str:
         return JOB
     if any(n.startswith("fovea ") for n in names):
         return "Fovea's API and scheduler"
-    if any(n.startswith("ray::StatusBoard") for n in names):
-        return "status board actor"
     return "Ray's daemons and idle workers"
 
 

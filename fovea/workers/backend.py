@@ -23,73 +23,28 @@ from ray.exceptions import (
 )
 
 from fovea.workers import distributed
+from fovea.workers.board import KVBoard
 from fovea.workers.failures import Outcome, OutcomeKind, first_line, outcome_of_result
 from fovea.workers.types import WorkerJob
 
 log = logging.getLogger(__name__)
 
-BOARD_NAME = "fovea-status-board"
 EMBEDDED_RAY_ENV = {
     "RAY_enable_metrics_collection": "0",
     "RAY_prestart_worker_first_driver": "0",
     "RAY_task_events_report_interval_ms": "60000",
     "RAY_event_stats": "0",
     "RAY_num_workers_soft_limit": "0",
+    # Ray's own daemons, at the pace a one-machine stack needs (bench/overhead.py): node
+    # stats for the (off) Ray dashboard every minute, not every 5 s; the dashboard agent
+    # checks on its raylet every 2 s, not 0.4 s; the autoscaler (nothing to scale) every 30 s.
+    "REPORTER_UPDATE_INTERVAL_MS": "60000",
+    "RAY_DASHBOARD_AGENT_CHECK_PARENT_INTERVAL_S": "2",
+    "AUTOSCALER_UPDATE_INTERVAL_S": "30",
 }
 NAMESPACE = "fovea"  # the Ray namespace of Fovea's named actors (as fovea.workers.serving)
 # Failures of the machine or process, not of the user's job: retried from the checkpoint.
 _RETRYABLE = (WorkerCrashedError, NodeDiedError, ObjectLostError, OutOfMemoryError, RayActorError)
-
-
-@ray.remote(num_cpus=0)
-class StatusBoard:
-    """Tiny actor workers push progress and events to; the scheduler drains it.
-
-    It also carries stop flags back to the workers: a cancel, or a newer attempt of the
-    same job (a worker whose attempt was given up on, e.g. after its scheduler died and the
-    lease expired, stops at its next push instead of training on beside its successor).
-    """
-
-    def __init__(self) -> None:
-        self._progress: dict[str, dict[str, Any]] = {}
-        self._events: dict[str, list[dict[str, Any]]] = {}
-        self._cancel: set[str] = set()
-        self._attempt: dict[str, int] = {}
-
-    def push(
-        self,
-        job_id: str,
-        progress: dict[str, Any] | None,
-        events: list[dict[str, Any]],
-        attempt: int | None = None,
-    ) -> bool:
-        """Returns True when the worker must stop."""
-        if attempt is not None and attempt < self._attempt.get(job_id, 0):
-            return True  # a stale attempt: drop what it says
-        if progress is not None:
-            self._progress[job_id] = progress
-        if events:
-            self._events.setdefault(job_id, []).extend(events)
-        return job_id in self._cancel
-
-    def drain(self) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        for job_id in set(self._progress) | set(self._events):
-            out[job_id] = {
-                "progress": self._progress.pop(job_id, None),
-                "events": self._events.pop(job_id, []),
-            }
-        return out
-
-    def cancel(self, job_id: str) -> None:
-        self._cancel.add(job_id)
-
-    def forget(self, job_id: str, attempt: int = 0) -> None:
-        """A new attempt starts: clear what the old one left, and fence it off."""
-        self._cancel.discard(job_id)
-        self._progress.pop(job_id, None)
-        self._events.pop(job_id, None)
-        self._attempt[job_id] = max(attempt, self._attempt.get(job_id, 0))
 
 
 @ray.remote(max_retries=0)
@@ -270,21 +225,10 @@ class RayBackend:
             _embedded = self.local
         self.cancel_grace_s = cancel_grace_s
         self.detached = bool(address)
-        self._board: Any = None
-
-    @property
-    def board(self) -> Any:
-        """The StatusBoard actor, made on first use (an idle stack runs no actor). On a
-        cluster of its own it outlives this scheduler (detached): the next one finds it,
-        and with it fences off the workers of attempts it gave up on."""
-        if self._board is None:
-            self._board = StatusBoard.options(
-                name=BOARD_NAME,
-                namespace=NAMESPACE,
-                get_if_exists=True,
-                lifetime="detached" if self.detached else None,
-            ).remote()
-        return self._board
+        # In the GCS's key-value store: no process of its own. On a cluster of its own it
+        # outlives this scheduler: the next one finds it, and with it fences off the
+        # workers of attempts it gave up on.
+        self.board = KVBoard(NAMESPACE)
 
     def capacity(self) -> tuple[float, float]:
         if self.local is not None:
@@ -295,7 +239,7 @@ class RayBackend:
     def submit(self, job: WorkerJob) -> Handle:
         if self.local is not None:
             self.local.hold("jobs")
-        ray.get(self.board.forget.remote(job.job_id, job.attempt))
+        self.board.forget(job.job_id, job.attempt)
         if job.workers > 1:  # data-parallel under Ray Train: its workers hold the resources
             ref = distributed.start(job, self.board)
         else:
@@ -340,15 +284,10 @@ class RayBackend:
         """Ask the worker to stop at its next step; force-kill after the grace period."""
         if handle.cancel_sent_at is None:
             handle.cancel_sent_at = time.monotonic()
-            self.board.cancel.remote(handle.job_id)
+            self.board.cancel(handle.job_id)
 
     def release(self) -> None:
-        """Nothing runs: stop the embedded StatusBoard (an idle actor costs ~1% of a core);
-        the next submit makes a new one. A detached board (a cluster of its own) stays."""
-        if self._board is not None and not self.detached:
-            if ray.is_initialized():
-                ray.kill(self._board)
-            self._board = None
+        """Nothing runs: the embedded Ray may stop once it has idled long enough."""
         if self.local is not None:
             self.local.let_go("jobs")
 
@@ -357,15 +296,12 @@ class RayBackend:
         until it would (the scheduler wakes then), or None."""
         if self.local is None:
             return None
-        left = self.local.stop_if_idle()
-        if not self.local.running:
-            self._board = None
-        return left
+        return self.local.stop_if_idle()
 
     def drain_status(self) -> dict[str, dict[str, Any]]:
-        if self._board is None:
+        if not ray.is_initialized():
             return {}
-        return ray.get(self._board.drain.remote(), timeout=30)
+        return self.board.drain()
 
     def shutdown(self) -> None:
         global _embedded

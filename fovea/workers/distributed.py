@@ -220,7 +220,7 @@ def _announce(board: Any, job: WorkerJob, rank: int) -> None:
     data = {"rank": rank, "pid": os.getpid(), "host": socket.gethostname(), "attempt": job.attempt}
     event = {"kind": "worker_started", "message": f"rank {rank} started (pid {os.getpid()})"}
     try:
-        board.push.remote(job.job_id, None, [{**event, "data": data}])
+        board.push(job.job_id, None, [{**event, "data": data}])
     except Exception:  # the control plane being away must not stop training
         log.warning("could not announce rank %d of job %s", rank, job.job_id, exc_info=True)
 

@@ -9,10 +9,11 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
-import ray
 import torch
 
 from fovea.tasks import DataConfig, ModelConfig, UserError, get_task
@@ -26,11 +27,12 @@ log = logging.getLogger(__name__)
 
 
 class BoardReporter:
-    """Engine Reporter: metrics to MLflow (buffered), progress and events to the StatusBoard.
+    """Engine Reporter: metrics to MLflow (buffered), progress and events to the board.
 
-    Pushes to the board are throttled to one small actor call per `interval_s` (the job's
-    `progress_interval_s`: as often as the scheduler drains the board) and never waited on
-    by the training loop (see `push`); events go at once.
+    Pushes to the board (fovea.workers.board) are throttled to one per `interval_s` (the
+    job's `progress_interval_s`: as often as the scheduler drains the board) and sent from
+    a thread of the reporter's own, never waited on by the training loop (see `push`);
+    events go at once.
     """
 
     def __init__(
@@ -46,7 +48,8 @@ class BoardReporter:
         self._last_push = 0.0
         self._cancelled = False
         self._lock = threading.Lock()
-        self._inflight: tuple[Any, list[dict[str, Any]]] | None = None
+        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fovea-board")
+        self._inflight: tuple[Future[bool], list[dict[str, Any]]] | None = None
 
     # Reporter protocol -----------------------------------------------------------------
     def log_metrics(self, metrics: Mapping[str, float], *, step: int) -> None:
@@ -83,40 +86,36 @@ class BoardReporter:
     def push(self, *, wait: bool = False) -> None:
         """Send the progress and the pending events to the board.
 
-        The training thread never waits on the control plane: the actor call is sent and
-        its answer (whether a cancel was asked) taken in by a later push. While one push is
-        still on its way the next leaves its events queued for the one after. `wait=True`
-        (at the end of a job) sends everything and waits for the answer, up to 10 s.
+        The training thread never waits on the control plane: the push is handed to the
+        sender thread and its answer (whether a cancel was asked) taken in by a later
+        push. While one push is still on its way the next leaves its events queued for the
+        one after. `wait=True` (at the end of a job) sends everything and waits for the
+        answer, up to 10 s.
         """
         if self._inflight is not None and not self._settle(timeout=10.0 if wait else 0.0):
             return
         with self._lock:
             events, self._events = self._events, []
         self._last_push = time.monotonic()
-        try:
-            ref = self.board.push.remote(self.job_id, self._progress, events, self.attempt)
-        except Exception:  # the control plane being away must not kill training
-            log.warning("status push failed for job %s", self.job_id, exc_info=True)
-            self._requeue(events)
-            return
-        self._inflight = (ref, events)
+        progress = self._progress
+        future = self._sender.submit(self.board.push, self.job_id, progress, events, self.attempt)
+        self._inflight = (future, events)
         if wait:
             self._settle(timeout=10.0)
 
     def _settle(self, *, timeout: float) -> bool:
         """Take in the answer of the push on its way; False while it is still pending."""
         assert self._inflight is not None
-        ref, events = self._inflight
-        ready, _ = ray.wait([ref], timeout=timeout)
-        if not ready and timeout == 0:
+        future, events = self._inflight
+        if timeout == 0 and not future.done():
             return False
         self._inflight = None
         try:
-            if not ready:
-                raise TimeoutError(f"no answer from the status board in {timeout:.0f} s")
-            self._cancelled = ray.get(ref) or self._cancelled
-        except Exception:
-            log.warning("status push failed for job %s", self.job_id, exc_info=True)
+            self._cancelled = bool(future.result(timeout=timeout)) or self._cancelled
+        except Exception as exc:  # the control plane being away must not kill training
+            if isinstance(exc, FutureTimeout):
+                exc = TimeoutError(f"no answer from the status board in {timeout:.0f} s")
+            log.warning("status push failed for job %s: %s", self.job_id, exc)
             self._requeue(events)
         return True
 
