@@ -224,7 +224,6 @@ class RayBackend:
             self.local.ensure()
             _embedded = self.local
         self.cancel_grace_s = cancel_grace_s
-        self.detached = bool(address)
         # In the GCS's key-value store: no process of its own. On a cluster of its own it
         # outlives this scheduler: the next one finds it, and with it fences off the
         # workers of attempts it gave up on.
