@@ -6,7 +6,7 @@ signals every 10 ms, a fixed interval in Ray's core worker), paid for the whole 
 job on a machine whose cores the job wants. A `KVBoard` holds no state of its own beyond
 names, so it pickles into every worker and each process speaks to the GCS directly.
 
-Keys, in the Ray namespace `fovea`, all under `board/<job_id>/`:
+Keys, in the Ray namespace of Fovea (backend.NAMESPACE), all under `board/<job_id>/`:
 - `attempt`: the newest attempt the scheduler started; a push of an older one is dropped
   and told to stop (a worker whose attempt was given up on, e.g. after its scheduler died
   and the lease expired, stops at its next push instead of training on beside its
@@ -31,7 +31,6 @@ from typing import Any
 
 from ray.experimental import internal_kv as kv
 
-NAMESPACE = "fovea"
 ROOT = "board/"
 TIMEOUT_S = 10  # per GCS call: a control plane that is away fails the call, not hangs it
 
@@ -41,7 +40,7 @@ def _stamp() -> str:
 
 
 class KVBoard:
-    def __init__(self, namespace: str = NAMESPACE) -> None:
+    def __init__(self, namespace: str) -> None:  # backend.NAMESPACE for the platform
         self.namespace = namespace
         self._last_progress: dict[str, str] = {}  # per process: the key to replace
 
