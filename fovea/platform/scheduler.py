@@ -15,6 +15,12 @@ commits wait for the next tick, and its own progress writes wake no one); when i
 a commit somewhere wakes it (fovea.platform.wake) or its next deadline (a backoff ending, a
 lease expiring, a schedule due), at most `scheduler_idle_s`. A tick that finds nothing to
 do opens no write transaction.
+
+While its jobs run, a tick does steps 1-2 (and renews its leases when due); steps 3-5 only
+after a job of it ended, a commit surely wrote work (a submit, a cancel, a schedule), or
+every BUSY_PASS_S (at most a third of the lease): what only time brings (a backoff ending,
+a schedule due, another scheduler's lease expiring) waits that long at most, and a busy
+machine is not read for work it has no room for every `scheduler_interval_s`.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from fovea.workers.types import WorkerJob
 log = logging.getLogger(__name__)
 
 UNFIT_CHECK_S = 10.0
+BUSY_PASS_S = 10.0  # while jobs run: the longest time between two looks for other work
 
 
 class Scheduler:
@@ -70,6 +77,9 @@ class Scheduler:
         self._unfit_checked: tuple[svc.Capacity | None, float] = (None, 0.0)
         self._renewed_at = 0.0
         self._woken = True  # the last sleep ended by a notify (a commit: maybe a new job)
+        self._nudged = True  # ... by a sure one, or a job of this scheduler ended
+        self._passed_at = 0.0  # the last full pass (steps 3-5)
+        self._busy_pass_s = min(BUSY_PASS_S, self.lease.total_seconds() / 3)
         self._draining = threading.Event()
         self._drain_tick = 0
         self._stop = threading.Event()
@@ -127,23 +137,27 @@ class Scheduler:
             except Exception:
                 log.exception("scheduler tick failed; retrying")
                 sleep = self.settings.scheduler_interval_s
-            self._woken = self._sleep(sleep)
+            self._woken, self._nudged = self._sleep(sleep)
 
-    def _sleep(self, seconds: float) -> bool:
-        """Sleep until the next tick; True when a commit (maybe new work) woke it. While jobs
-        run, a commit does not end the sleep (the tick comes within `scheduler_interval_s`
-        anyway); only a job's end or a stop does, so a busy store costs no extra ticks."""
+    def _sleep(self, seconds: float) -> tuple[bool, bool]:
+        """Sleep until the next tick; (whether a commit woke it, whether one surely wrote
+        work or a job ended). While jobs run, a commit does not end the sleep (the tick comes
+        within `scheduler_interval_s` anyway); only a job's end or a stop does, so a busy
+        store costs no extra ticks."""
         if not self.handles:
-            return self.wake.wait(seconds)
+            woken = self.wake.wait(seconds)
+            return woken, woken and self.wake.sure
         deadline = time.monotonic() + seconds
-        woken = False
+        woken = sure = False
         while not (self._ended.is_set() or self._stop.is_set()):
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            woken = self.wake.wait(left) or woken
+            if self.wake.wait(left):
+                woken, sure = True, sure or self.wake.sure
+        ended = self._ended.is_set()
         self._ended.clear()
-        return woken
+        return woken, sure or ended
 
     def _job_ended(self) -> None:
         self._ended.set()
@@ -153,12 +167,19 @@ class Scheduler:
     def tick(self) -> float:
         """One pass; returns how long the loop may sleep before the next."""
         self.ticks += 1
+        running = len(self.handles)
         if self.handles:
             self._apply_status()
             self._reconcile()
             if not self.handles:  # the last one ended: what its worker said last, then rest
                 self._apply_status()
                 self.backend.release()
+        now = time.monotonic()
+        self._renew(now)
+        busy = running and len(self.handles) == running  # none of its jobs ended this tick
+        if busy and not self._nudged and now - self._passed_at < self._busy_pass_s:
+            return self.settings.scheduler_interval_s  # progress only (see the module doc)
+        self._passed_at = now
         self._recover_expired()
         if not self._draining.is_set():
             self._fire_schedules()
@@ -252,14 +273,15 @@ class Scheduler:
         if end_runs:
             self.runs.notify()
 
-    def _recover_expired(self) -> None:
-        now = time.monotonic()
+    def _renew(self, now: float) -> None:
         if self.handles and now - self._renewed_at > self.lease.total_seconds() / 3:
             with transaction(self.sessions) as session:
                 svc.renew_leases(
                     session=session, owner=self.owner, job_ids=list(self.handles), lease=self.lease
                 )
             self._renewed_at = now
+
+    def _recover_expired(self) -> None:
         with self.reads() as session:
             stale = [
                 job_id

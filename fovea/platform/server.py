@@ -4,6 +4,7 @@ more, against a shared store: PostgreSQL when there are several). All read one S
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -85,11 +86,29 @@ def build(settings: Settings, *, with_scheduler: bool = True) -> FastAPI:
     return app
 
 
+class QuietServer(uvicorn.Server):
+    """uvicorn's server with its housekeeping tick once a second instead of ten times.
+
+    The tick only refreshes the Date header (once a second either way) and looks for a
+    shutdown request, but its ten wake-ups a second cost ~0.25% of a core, idle or not, a
+    share taken from training on a small machine (bench/overhead.py). A Ctrl-C or SIGTERM
+    is now noticed within `TICK_S` instead of 0.1 s."""
+
+    TICK_S = 1.0
+
+    async def main_loop(self) -> None:
+        counter = 0  # on_tick's count of 0.1 s ticks: it acts when counter % 10 == 0
+        while not await self.on_tick(counter):
+            counter = (counter + 10) % 864000
+            await asyncio.sleep(self.TICK_S)
+
+
 def serve(settings: Settings, *, with_scheduler: bool = True) -> None:
     """`fovea up` (with the scheduler) or `fovea api` (without): uvicorn in this process."""
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
     app = build(settings, with_scheduler=with_scheduler)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning")
+    QuietServer(config).run()
 
 
 def run_scheduler(settings: Settings, *, backend=None) -> None:  # type: ignore[no-untyped-def]

@@ -33,17 +33,27 @@ _QUIET = "fovea_wake_quiet"
 
 
 class Wake:
-    """An Event that remembers a notify until the next wait."""
+    """An Event that remembers a notify until the next wait.
+
+    A notify is `sure` when it follows a commit that wrote work (a local commit, a NOTIFY);
+    SQLite's watcher cannot tell, as any commit, a running job's progress included, changes
+    `data_version`: its notifies are not sure, and a busy scheduler does not act on them at
+    once (fovea.platform.scheduler)."""
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self._sure = False
+        self.sure = False  # whether the last wait saw a sure notify
 
-    def notify(self) -> None:
+    def notify(self, *, sure: bool = True) -> None:
+        if sure:
+            self._sure = True
         self._event.set()
 
     def wait(self, timeout: float) -> bool:
         """Sleep up to `timeout` s; True when woken by a notify (or one came meanwhile)."""
         woke = self._event.wait(max(0.0, timeout))
+        self.sure, self._sure = woke and self._sure, False
         self._event.clear()
         return woke
 
@@ -149,7 +159,7 @@ class Listener:
                 except sqlite3.Error:
                     continue
                 if last is not None and version != last:
-                    self.wake.notify()
+                    self.wake.notify(sure=False)  # any commit, progress too: maybe work
                 last = version
         finally:
             conn.close()

@@ -41,6 +41,19 @@ EMBEDDED_RAY_ENV = {
     "REPORTER_UPDATE_INTERVAL_MS": "60000",
     "RAY_DASHBOARD_AGENT_CHECK_PARENT_INTERVAL_S": "2",
     "AUTOSCALER_UPDATE_INTERVAL_S": "30",
+    # The log monitor (workers' output to this console) looks for new log files every 2 s,
+    # not ten times a second: a new worker's first lines come up to 2 s later, none lost
+    # (0.9% -> 0.3% of a core).
+    "RAY_LOG_MONITOR_MANY_FILES_THRESHOLD": "0",
+    "LOG_NAME_UPDATE_INTERVAL_S": "2",
+    # The raylet's timers at 1 s, not 0.1-0.25 s: memory checks of the OOM killer, idle
+    # workers to stop, object-store GC and pull retries, resource reports to the GCS (one
+    # node: nothing else waits on them). 0.85% -> 0.5% of a core, 119 -> 69 wakeups a second.
+    "RAY_memory_monitor_refresh_ms": "1000",
+    "RAY_kill_idle_workers_interval_ms": "1000",
+    "RAY_raylet_check_gc_period_milliseconds": "1000",
+    "RAY_object_manager_timer_freq_ms": "1000",
+    "RAY_raylet_report_resources_period_milliseconds": "1000",
 }
 NAMESPACE = "fovea"  # the Ray namespace of Fovea's named actors (as fovea.workers.serving)
 # Failures of the machine or process, not of the user's job: retried from the checkpoint.

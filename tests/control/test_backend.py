@@ -166,3 +166,24 @@ def test_ray_backend_says_when_an_attempt_ends(ray_backend) -> None:  # type: ig
         assert not ended.is_set()  # still running
         assert ended.wait(60), "no callback after the task ended"
         assert ray_backend.poll(handle) is not None  # and poll agrees it has ended
+
+
+def test_worker_output_reaches_the_console(ray_backend, capfd) -> None:  # type: ignore[no-untyped-def]
+    """Ray's log monitor, which looks for new log files every 2 s instead of ten times a
+    second (EMBEDDED_RAY_ENV), still brings a new worker's output to this process's console,
+    every line of it."""
+    import ray
+
+    @ray.remote(max_retries=0)
+    def speaks(marker: str) -> None:
+        for i in range(3):
+            print(f"{marker} line {i}", flush=True)
+
+    marker = f"fovea-console-check-{os.getpid()}-{time.monotonic_ns()}"
+    ray.get(speaks.options(name="fovea-speaks").remote(marker), timeout=60)
+    seen = ""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and f"{marker} line 2" not in seen:
+        time.sleep(0.5)
+        seen += capfd.readouterr().out
+    assert [f"{marker} line {i}" in seen for i in range(3)] == [True] * 3, seen[-2000:]

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -128,8 +129,8 @@ def test_progress_writes_wake_no_one(db_url: str) -> None:
 class HeldBackend(FakeBackend):
     """Attempts run until `end(job_id)`; their end is announced through `on_done`."""
 
-    def __init__(self) -> None:
-        super().__init__(cpus=1.0, polls=10**9)
+    def __init__(self, cpus: float = 1.0) -> None:
+        super().__init__(cpus=cpus, polls=10**9)
         self.callbacks: dict[str, Callable[[], None]] = {}
         self.ended: set[str] = set()
 
@@ -176,5 +177,56 @@ def test_busy_scheduler_ticks_on_its_interval_and_at_once_when_a_job_ends(
         assert time.monotonic() - ended_at < 5.0  # woken by the end, not 30 s later
         with transaction(sessions) as s:
             assert svc.get_job(session=s, job_id=first).state is JobState.SUCCEEDED
+    finally:
+        scheduler.stop()
+
+
+class TalkingBackend(HeldBackend):
+    """A HeldBackend whose running attempts report progress at every drain, as workers do."""
+
+    def drain_status(self) -> dict[str, dict[str, Any]]:
+        running = [job_id for job_id in self.jobs if job_id not in self.ended]
+        return {
+            job_id: {"progress": {"fraction": time.monotonic() % 1}, "events": []}
+            for job_id in running
+        }
+
+
+def test_busy_scheduler_looks_for_work_when_told_or_every_busy_pass(
+    db_url: str, tmp_path: Path
+) -> None:
+    """While its jobs run, a tick writes their progress but reads the store for other work
+    only when a commit surely wrote work (PostgreSQL's NOTIFY; SQLite's data_version changes
+    with any commit, its own progress writes too), or every busy pass (a third of the lease
+    here): a submit from another process starts within that."""
+    backend = TalkingBackend(cpus=2.0)
+    scheduler, sessions = started_scheduler(
+        db_url, tmp_path, backend, scheduler_interval_s=0.2, sqlite_check_s=0.1, lease_seconds=6.0
+    )
+    looks = []
+    claimable = scheduler._claimable
+    scheduler._claimable = lambda total: looks.append(time.monotonic()) or claimable(total)  # type: ignore[method-assign]
+    try:
+        time.sleep(0.5)
+        (first,) = submit(sessions, 1)
+        deadline = time.monotonic() + 10
+        while not backend.submits and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert dict(backend.submits) == {first: 1}
+        time.sleep(0.5)
+        ticks, looked = scheduler.ticks, len(looks)
+        time.sleep(4.5)  # ~20 ticks, each writing progress
+        with transaction(sessions) as s:
+            assert svc.get_job(session=s, job_id=first).progress is not None
+        assert scheduler.ticks - ticks >= 10
+        assert len(looks) - looked <= 4, "a busy scheduler looked for work at every tick"
+        other = make_sessions(db_url)  # another process's API
+        (second,) = submit(other, 1)
+        submitted = time.monotonic()
+        while backend.submits[second] == 0 and time.monotonic() - submitted < 10:
+            time.sleep(0.02)
+        took = time.monotonic() - submitted
+        assert backend.submits[second] == 1
+        assert took < (1.5 if db_url.startswith("postgresql") else 3.5), took
     finally:
         scheduler.stop()
