@@ -176,7 +176,7 @@ class Scheduler:
                 self.backend.release()
         now = time.monotonic()
         self._renew(now)
-        busy = running and len(self.handles) == running  # none of its jobs ended this tick
+        busy = running > 0 and len(self.handles) == running  # none of its jobs ended this tick
         if busy and not self._nudged and now - self._passed_at < self._busy_pass_s:
             return self.settings.scheduler_interval_s  # progress only (see the module doc)
         self._passed_at = now
