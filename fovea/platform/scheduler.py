@@ -145,8 +145,7 @@ class Scheduler:
         within `scheduler_interval_s` anyway); only a job's end or a stop does, so a busy
         store costs no extra ticks."""
         if not self.handles:
-            woken = self.wake.wait(seconds)
-            return woken, woken and self.wake.sure
+            return self.wake.wait(seconds), self.wake.sure
         deadline = time.monotonic() + seconds
         woken = sure = False
         while not (self._ended.is_set() or self._stop.is_set()):
