@@ -24,7 +24,9 @@ class Unauthorized(Exception):
     pass
 
 
-def get_settings(request: Request) -> Settings:
+# Dependencies that only compute are `async def`: FastAPI runs a plain `def` dependency in
+# its thread pool, a hop per request that costs more than the check itself.
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -41,7 +43,7 @@ def get_read_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def require_token(
+async def require_token(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
