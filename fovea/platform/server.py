@@ -8,6 +8,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -106,9 +107,26 @@ class QuietServer(uvicorn.Server):
 def serve(settings: Settings, *, with_scheduler: bool = True) -> None:
     """`fovea up` (with the scheduler) or `fovea api` (without): uvicorn in this process."""
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    # Bind first: building the app with its scheduler may start the local Ray, whose
+    # daemons take ephemeral ports, the API's among them if it is not bound yet ("address
+    # already in use" on a restart). A port in use is refused before anything started.
+    sock = _listen_socket(settings.host, settings.port)
     app = build(settings, with_scheduler=with_scheduler)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning")
-    QuietServer(config).run()
+    QuietServer(config).run(sockets=[sock])
+
+
+def _listen_socket(host: str, port: int) -> socket.socket:
+    """The API's socket, bound (as uvicorn binds it) and not inherited by child processes."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(f"error: cannot serve the API on {host}:{port}: {exc.strerror}") from None
+    return sock
 
 
 def run_scheduler(settings: Settings, *, backend=None) -> None:  # type: ignore[no-untyped-def]

@@ -52,3 +52,34 @@ def test_quiet_server_serves_ticks_once_a_second_and_stops() -> None:
         thread.join(10)
     assert not thread.is_alive()
     assert time.monotonic() - asked < 5.0
+
+
+def test_fovea_up_on_a_port_in_use_says_so_before_starting_anything(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The API's port is bound before the scheduler (and a local Ray its queued jobs would
+    start) comes up: a port in use is refused at once, with the address in the message."""
+    import os
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            **os.environ,
+            "FOVEA_HOME": str(tmp_path / "home"),
+            "FOVEA_PORT": str(port),
+            "FOVEA_API_TOKEN": "t" * 32,
+            "FOVEA_DATA_ROOTS": str(tmp_path),
+        }
+        run = subprocess.run(
+            [sys.executable, "-m", "fovea", "up"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    out = run.stdout + run.stderr
+    assert run.returncode != 0, out
+    assert "address already in use" in out.lower() and str(port) in out, out
+    assert "Started a local Ray" not in out and "Traceback" not in out, out
