@@ -3,9 +3,13 @@ of ten times (an idle API costs nothing), still with a fresh Date header and a p
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import uvicorn
@@ -54,13 +58,9 @@ def test_quiet_server_serves_ticks_once_a_second_and_stops() -> None:
     assert time.monotonic() - asked < 5.0
 
 
-def test_fovea_up_on_a_port_in_use_says_so_before_starting_anything(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_fovea_up_on_a_port_in_use_says_so_before_starting_anything(tmp_path: Path) -> None:
     """The API's port is bound before the scheduler (and a local Ray its queued jobs would
     start) comes up: a port in use is refused at once, with the address in the message."""
-    import os
-    import subprocess
-    import sys
-
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
