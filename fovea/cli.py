@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from fovea import priority
 from fovea.client import ApiError, Client
 from fovea.config import Settings
 
@@ -52,6 +53,8 @@ def up(
 ) -> None:
     """Start the API and the scheduler (local Ray, SQLite, local MLflow) and keep running."""
     import logging
+
+    priority.yield_to_training()  # the control plane never preempts a job (fovea.priority)
 
     from fovea.platform.server import serve
 
@@ -101,6 +104,7 @@ def dashboard_command(
     """Start the Streamlit dashboard (on 127.0.0.1, usage statistics off), a client of the API."""
     from fovea.dashboard import launch
 
+    priority.yield_to_training()
     problem = launch.check_installed()
     if problem:
         _fail(problem)
@@ -111,7 +115,10 @@ def dashboard_command(
 
 
 def _serving_settings(host: str | None, port: int | None) -> Settings:
+    """`fovea api` and `fovea scheduler`: logging, settings, and the control plane's policy."""
     import logging
+
+    priority.yield_to_training()
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

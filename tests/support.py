@@ -11,6 +11,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -149,3 +150,25 @@ class Stack:
             timeout=300,
         )
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+def worker_job(
+    home: Path, spec: dict[str, Any], *, experiment: str, progress_s: float = 0.5
+) -> Any:
+    """A WorkerJob as the scheduler would hand it to RayBackend.submit: job id = the spec's
+    name, MLflow (sqlite) and checkpoints under `home`."""
+    from fovea.platform.spec import JobSpec
+    from fovea.workers.types import WorkerJob
+
+    name = spec["name"]
+    return WorkerJob.from_spec(
+        JobSpec.model_validate(spec).model_dump(mode="json"),
+        job_id=name,
+        attempt=1,
+        tracking_uri=f"sqlite:///{home / 'mlflow.db'}",
+        artifact_root=str(home / "mlartifacts"),
+        experiment=experiment,
+        checkpoint_dir=str(home / "checkpoints" / name),
+        mlflow_run_id=None,
+        progress_interval_s=progress_s,
+    )

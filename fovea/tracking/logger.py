@@ -30,6 +30,7 @@ import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
+from fovea import priority
 from fovea.tracking._mlflow import (
     MAX_METRICS_PER_BATCH,
     MAX_PARAM_VALUE_LENGTH,
@@ -232,6 +233,7 @@ class RunLogger:
                 self._wake.notify()
 
     def _flush_loop(self) -> None:
+        priority.yield_to_training()  # MLflow's calls never preempt the training threads
         while True:
             with self._lock:
                 if len(self._buffer) < self._flush_at and not self._stopping:

@@ -22,6 +22,7 @@ from ray.exceptions import (
     WorkerCrashedError,
 )
 
+from fovea import priority
 from fovea.workers import distributed
 from fovea.workers.board import KVBoard
 from fovea.workers.failures import Outcome, OutcomeKind, first_line, outcome_of_result
@@ -138,15 +139,17 @@ class EmbeddedRay:
             # workers left after a job exit (each costs ~1% of a core doing nothing).
             for name, value in EMBEDDED_RAY_ENV.items():
                 os.environ.setdefault(name, value)
-            # a local Ray on loopback only (token auth stays on)
-            ray.init(
-                include_dashboard=False,
-                log_to_driver=True,
-                namespace=NAMESPACE,
-                num_cpus=self.num_cpus,
-                num_gpus=self.num_gpus,
-                _node_ip_address="127.0.0.1",
-            )
+            # a local Ray on loopback only (token auth stays on); its daemons and workers
+            # never preempt training (fovea.priority: the worker that trains opts back in)
+            with priority.starting_daemons():
+                ray.init(
+                    include_dashboard=False,
+                    log_to_driver=True,
+                    namespace=NAMESPACE,
+                    num_cpus=self.num_cpus,
+                    num_gpus=self.num_gpus,
+                    _node_ip_address="127.0.0.1",
+                )
             res = ray.cluster_resources()
             self._capacity = (float(res.get("CPU", 0.0)), float(res.get("GPU", 0.0)))
             self._idle_since = time.monotonic()

@@ -43,6 +43,7 @@ import ray
 import torch
 from torch import nn
 
+from fovea import priority
 from fovea.tasks import DataBundle, Task, TrainConfig, UserError
 from fovea.tasks.engine import CHECKPOINT_NAME, FitResult, NullReporter, fit, result_from_checkpoint
 from fovea.workers.types import JobResult, WorkerJob
@@ -159,6 +160,12 @@ def _read_outcome(folder: Path) -> FitResult:
 
 
 def _train_worker(loop: dict[str, Any]) -> None:
+    """One rank: trains at the normal policy, the local Ray around it in batch."""
+    with priority.doing_the_work():
+        _train_rank(loop)
+
+
+def _train_rank(loop: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
     from ray.train import Checkpoint

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from fovea import priority
 from fovea.tasks import DataConfig, ModelConfig, UserError, get_task
 from fovea.tasks.engine import FitResult, fit, select_device
 from fovea.tasks.plots import training_curves_png
@@ -48,7 +49,9 @@ class BoardReporter:
         self._last_push = 0.0
         self._cancelled = False
         self._lock = threading.Lock()
-        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fovea-board")
+        self._sender = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="fovea-board", initializer=priority.yield_to_training
+        )
         self._inflight: tuple[Future[bool], list[dict[str, Any]]] | None = None
 
     # Reporter protocol -----------------------------------------------------------------
@@ -128,7 +131,14 @@ def run_job(job: WorkerJob, *, board: Any, fit_fn: Callable[..., FitResult] = fi
     """Train one job to the end. Never raises for a user error: it returns status 'failed'.
 
     `fit_fn` trains (engine.fit's signature); fovea.workers.distributed passes one that runs
-    `fit` on a Ray Train worker group, and this process does the rest on CPU."""
+    `fit` on a Ray Train worker group, and this process does the rest on CPU. The calling
+    thread trains at the normal policy, the control plane around it in batch
+    (fovea.priority)."""
+    with priority.doing_the_work():
+        return _run_job(job, board=board, fit_fn=fit_fn)
+
+
+def _run_job(job: WorkerJob, *, board: Any, fit_fn: Callable[..., FitResult]) -> JobResult:
     from fovea.tracking.logger import RunLogger
 
     started = time.monotonic()

@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import ray
 
+from fovea import priority
+
 log = logging.getLogger(__name__)
 
 ACTOR_PREFIX = "fovea-serve-"
@@ -58,6 +60,7 @@ class ModelReplica:
         from fovea.tracking.monitoring import download_reference, resolve_version
         from fovea.tracking.registry import download_weights
 
+        priority.serving_process()  # predictions are work: not in the local Ray's batch class
         self.threads = max(1, threads)
         self.name, self.version, self.max_pixels = name, version, max_pixels
         with tempfile.TemporaryDirectory(prefix="fovea-serve-") as tmp:

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from fovea.platform.spec import JobSpec
 from fovea.tracking._mlflow import make_client
 from fovea.workers.backend import RayBackend
 from fovea.workers.distributed import storage_warning
 from fovea.workers.types import JobResult, WorkerJob
+from tests.support import worker_job
 
 pytestmark = pytest.mark.slow
 
@@ -52,34 +52,18 @@ def backend() -> Any:
 def make_job(
     home: Path, name: str, *, workers: int, register: bool = False, image_size: int = 16
 ) -> WorkerJob:
-    spec = JobSpec.model_validate(
-        {
-            "name": name,
-            "task": "classification",
-            "dataset": {"uri": "builtin://digits"},
-            "model": {"arch": "smallcnn"},
-            "train": {
-                **TRAIN,
-                **TRAIN_ONLY,
-                "image_size": image_size,
-                "early_stopping_patience": None,
-            },
-            "resources": {"workers": workers, "cpus": 2 / workers},
-            "max_retries": 2,
-            **({} if register else {"register_as": None}),
-        }
-    )
-    return WorkerJob.from_spec(
-        spec.model_dump(mode="json"),
-        job_id=name,
-        attempt=1,
-        tracking_uri=f"sqlite:///{home / 'mlflow.db'}",
-        artifact_root=str(home / "mlartifacts"),
-        experiment="ddp-tests",
-        checkpoint_dir=str(home / "checkpoints" / name),
-        mlflow_run_id=None,
-        progress_interval_s=0.5,  # fine enough to kill a rank mid-epoch of a short job
-    )
+    spec = {
+        "name": name,
+        "task": "classification",
+        "dataset": {"uri": "builtin://digits"},
+        "model": {"arch": "smallcnn"},
+        "train": {**TRAIN, **TRAIN_ONLY, "image_size": image_size, "early_stopping_patience": None},
+        "resources": {"workers": workers, "cpus": 2 / workers},
+        "max_retries": 2,
+        **({} if register else {"register_as": None}),
+    }
+    # progress every 0.5 s: fine enough to kill a rank mid-epoch of a short job
+    return worker_job(home, spec, experiment="ddp-tests", progress_s=0.5)
 
 
 def run_to_end(
