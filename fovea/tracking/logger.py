@@ -99,6 +99,7 @@ class RunLogger:
         self._keys: dict[str, str] = {}  # raw metric name -> sanitized, computed once
         self._logged_upto: dict[str, int] = {}  # resumed run: key -> last step logged before
         self._mlflow_s = 0.0
+        self._mlflow_cpu_s = 0.0
         self._blocking_s = 0.0
         self._local = threading.local()  # nesting depth of blocking sections per thread
         self.dropped_nonfinite = 0
@@ -155,19 +156,28 @@ class RunLogger:
             return self._mlflow_s
 
     @property
+    def mlflow_cpu_seconds(self) -> float:
+        """CPU seconds the threads making MLflow client calls spent in them: what the calls
+        took from training. Wall time overstates it for the flush thread, which runs in the
+        batch class (fovea.priority) and so waits its turn while training runs."""
+        with self._lock:
+            return self._mlflow_cpu_s
+
+    @property
     def blocking_seconds(self) -> float:
         """Seconds the calling thread(s) spent blocked on MLflow (not the flusher)."""
         with self._lock:
             return self._blocking_s
 
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         try:
             return fn(*args, **kwargs)
         finally:
-            elapsed = time.perf_counter() - start
+            elapsed, spent = time.perf_counter() - start, time.thread_time() - cpu
             with self._lock:
                 self._mlflow_s += elapsed
+                self._mlflow_cpu_s += spent
 
     @contextmanager
     def _blocking(self) -> Iterator[None]:

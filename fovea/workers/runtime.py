@@ -183,6 +183,7 @@ def _run_job(job: WorkerJob, *, board: Any, fit_fn: Callable[..., FitResult]) ->
         fit_started = time.monotonic()
         blocked_before_fit = logger.blocking_seconds
         mlflow_before_fit = logger.mlflow_seconds
+        mlflow_cpu_before_fit = logger.mlflow_cpu_seconds
         result = fit_fn(
             task,
             model,
@@ -195,6 +196,7 @@ def _run_job(job: WorkerJob, *, board: Any, fit_fn: Callable[..., FitResult]) ->
         fit_seconds = time.monotonic() - fit_started
         blocked_in_fit = logger.blocking_seconds - blocked_before_fit
         mlflow_in_fit = logger.mlflow_seconds - mlflow_before_fit
+        mlflow_cpu_in_fit = logger.mlflow_cpu_seconds - mlflow_cpu_before_fit
         if result.cancelled:
             logger.close(status="KILLED")
             reporter.push(wait=True)
@@ -267,6 +269,7 @@ def _run_job(job: WorkerJob, *, board: Any, fit_fn: Callable[..., FitResult]) ->
                 "mlflow_blocking_s": logger.blocking_seconds,
                 "mlflow_blocking_fit_s": blocked_in_fit,
                 "mlflow_fit_s": mlflow_in_fit,
+                "mlflow_cpu_fit_s": mlflow_cpu_in_fit,
             },
         )
     except UserError as exc:

@@ -64,6 +64,8 @@ def test_many_steps_go_out_in_few_batches(mlflow_store: MlflowStore, unique_name
     assert sum(n for n, _ in counter.metric_calls) == 1000
     assert client.get_run(run_logger.run_id).info.status == "FINISHED"
     assert run_logger.mlflow_seconds > 0
+    # 1000 points into sqlite take CPU, never more than the calls' wall time
+    assert 0 < run_logger.mlflow_cpu_seconds <= run_logger.mlflow_seconds
 
 
 def test_flusher_sends_in_background(mlflow_store: MlflowStore, unique_name: str) -> None:
