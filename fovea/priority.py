@@ -47,14 +47,12 @@ def policy(tid: int = 0) -> int | None:
         return None
 
 
-def _set(policy: int | None, tid: int = 0) -> bool:
+def _set(policy: int | None, tid: int = 0) -> None:
     if policy is None:
-        return False
-    try:
+        return
+    # e.g. leaving SCHED_IDLE needs a privilege: the thread keeps what it has
+    with contextlib.suppress(OSError):
         os.sched_setscheduler(tid, policy, os.sched_param(0))
-    except OSError:  # e.g. leaving SCHED_IDLE needs a privilege: keep what it has
-        return False
-    return True
 
 
 def yield_to_training() -> None:
@@ -64,33 +62,30 @@ def yield_to_training() -> None:
 
 
 @contextlib.contextmanager
-def starting_daemons() -> Iterator[None]:
+def _switched(*, from_: int | None, to: int | None) -> Iterator[None]:
+    """The calling thread in `to` inside when it is in `from_` (anything else was chosen by
+    someone else: left alone), its own policy back after."""
+    if not enabled() or policy() != from_:
+        yield
+        return
+    _set(to)
+    try:
+        yield
+    finally:
+        _set(from_)
+
+
+def starting_daemons() -> contextlib.AbstractContextManager[None]:
     """Processes started inside (the local Ray's daemons, and the workers they start) run in
     SCHED_BATCH; the calling thread gets its own policy back after."""
-    before = policy()
-    if not enabled() or before != _OTHER:  # off, or someone chose otherwise: leave it
-        yield
-        return
-    _set(_BATCH)
-    try:
-        yield
-    finally:
-        _set(before)
+    return _switched(from_=_OTHER, to=_BATCH)
 
 
-@contextlib.contextmanager
-def doing_the_work() -> Iterator[None]:
+def doing_the_work() -> contextlib.AbstractContextManager[None]:
     """Training: the calling thread in SCHED_OTHER inside, and what it starts meanwhile (the
-    intra-op pool, data loader workers); its own policy back after."""
-    before = policy()
-    if not enabled() or before != _BATCH:  # off, or not started by Fovea: leave it
-        yield
-        return
-    _set(_OTHER)
-    try:
-        yield
-    finally:
-        _set(before)
+    intra-op pool, data loader workers); its own policy back after. A thread Fovea did not
+    put in batch (a Ray it did not start) is left as it is."""
+    return _switched(from_=_BATCH, to=_OTHER)
 
 
 def serving_process() -> None:

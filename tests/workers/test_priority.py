@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from fovea import priority
-from fovea.workers.backend import RayBackend
+from fovea.workers.backend import Handle, RayBackend
 from fovea.workers.types import WorkerJob
 from tests.support import worker_job
 
@@ -126,33 +126,20 @@ def thread_cpu(pid: int) -> dict[int, tuple[int, float]]:
     return out
 
 
-def pids_called(comm: str) -> list[int]:
-    """Processes whose command name is `comm`."""
-    pids = []
+def pids(where: str, match: Callable[[bytes], bool]) -> list[int]:
+    """Processes whose /proc/<pid>/`where` (comm, cmdline) matches."""
+    found = []
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and (entry / "comm").read_text().strip() == comm:
-                pids.append(int(entry.name))
+            if entry.name.isdigit() and match((entry / where).read_bytes()):
+                found.append(int(entry.name))
         except OSError:
             pass
-    return pids
+    return found
 
 
 def parent(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
-def pids_named(prefix: bytes) -> list[int]:
-    """Processes whose command line starts with `prefix`."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "cmdline").read_bytes().startswith(prefix):
-                    pids.append(int(entry.name))
-            except OSError:
-                pass
-    return pids
 
 
 def digits_job(home: Path, name: str) -> WorkerJob:
@@ -172,12 +159,10 @@ def digits_job(home: Path, name: str) -> WorkerJob:
 def test_a_job_trains_at_the_normal_policy_while_the_local_ray_yields(tmp_path: Path) -> None:
     import ray
 
-    from fovea.workers.backend import Handle
-
     ray.shutdown()  # a Ray another test module left up was not started by Fovea
     backend = RayBackend(num_cpus=2, num_gpus=0, cancel_grace_s=5.0)
     try:
-        daemons = pids_called("raylet") + pids_called("gcs_server")
+        daemons = pids("comm", lambda comm: comm.strip() in (b"raylet", b"gcs_server"))
         assert len(daemons) >= 2, daemons
         for pid in daemons:
             assert {policy for policy, _ in thread_cpu(pid).values()} == {BATCH}, pid
@@ -185,13 +170,14 @@ def test_a_job_trains_at_the_normal_policy_while_the_local_ray_yields(tmp_path: 
 
         job = digits_job(tmp_path, "prio")
         handle: Handle = backend.submit(job)
+        title = f"ray::fovea-job-{job.job_id}".encode()  # the worker's process title
         deadline = time.monotonic() + 180
         busy: dict[int, int] = {}
         while not busy and time.monotonic() < deadline:
             progress = backend.drain_status().get(job.job_id, {}).get("progress") or {}
             assert backend.poll(handle) is None, "the job ended before it was seen training"
             if progress.get("step", 0) > 0:  # training: what does each thread do for 2 s
-                named = pids_named(f"ray::fovea-job-{job.job_id}".encode())
+                named = pids("cmdline", lambda cmdline: cmdline.startswith(title))
                 (pid,) = [p for p in named if parent(p) not in named]  # not its data workers
                 before = thread_cpu(pid)
                 time.sleep(2.0)
