@@ -13,8 +13,10 @@ So Fovea's own processes (`fovea up`, `api`, `scheduler`, `dashboard`) and the d
 the local Ray (`starting_daemons`, so its workers too) run in SCHED_BATCH; the thread that
 trains a job goes back to SCHED_OTHER (`doing_the_work`), and the threads and processes it
 starts follow it (the intra-op pool, data loader workers), as does every thread of a model
-replica (`serving_process`); the job's own helpers (MLflow's flush thread, the status
-pusher) go back to batch (`yield_to_training` as their first call). Latency: a
+replica (`serving_process`); the job's status pusher goes back to batch
+(`yield_to_training` as its first call). MLflow's flush thread stays with the training
+thread that starts it: it wakes once every two seconds, and in batch each of its calls
+would wait for a training time slice, which the benchmark would count as MLflow's. Latency: a
 control-plane thread that wakes while both cores train waits up to one time slice (a few
 ms) for its turn.
 

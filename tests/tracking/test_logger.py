@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -11,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from fovea import priority
 from fovea.tracking import RunLogger, sanitize_key
 from fovea.tracking._mlflow import make_client
 
@@ -223,3 +226,35 @@ def test_resumed_run_never_logs_a_step_twice(mlflow_store: MlflowStore, unique_n
     assert sorted(steps) == [1, 2, 3, 4, 5, 6, 7, 8], steps
     assert {m.step: m.value for m in history}[5] == 1.0
     assert len(client.get_metric_history(first.run_id, "new/metric")) == 5
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling classes")
+def test_the_flush_thread_runs_in_the_class_of_the_thread_that_opened_the_run(
+    mlflow_store: MlflowStore, unique_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In a job that is the training thread (normal class) inside a batch-class process: a
+    # batch flusher would wait for a training time slice on every call and its wall time
+    # would count the wait as MLflow's (fovea.priority).
+    monkeypatch.delenv("FOVEA_CONTROL_PLANE_BATCH", raising=False)
+    seen: dict[str, int] = {}
+
+    def open_run(label: str, *, training: bool) -> None:
+        priority.yield_to_training()
+        with priority.doing_the_work() if training else contextlib.nullcontext():
+            run_logger = _open(mlflow_store, unique_name, run_name=label)
+        try:
+            (flusher,) = [
+                t
+                for t in threading.enumerate()
+                if t.name == f"mlflow-flush-{run_logger.run_id[:8]}"
+            ]
+            assert flusher.native_id is not None
+            seen[label] = os.sched_getscheduler(flusher.native_id)
+        finally:
+            run_logger.close()
+
+    for label, training in (("training", True), ("control-plane", False)):
+        thread = threading.Thread(target=open_run, args=(label,), kwargs={"training": training})
+        thread.start()
+        thread.join(60)
+    assert seen == {"training": os.SCHED_OTHER, "control-plane": os.SCHED_BATCH}

@@ -64,7 +64,7 @@ def test_the_control_plane_and_what_it_starts_yield_and_the_work_does_not(monkey
             seen["training"] = os.sched_getscheduler(0)
             seen["the pool it starts"] = in_new_thread(lambda: os.sched_getscheduler(0))
             seen["its data workers"] = child_policies()
-            # MLflow's flush thread and the status pusher start here but yield again
+            # the status pusher starts here but yields again
             seen["its helpers"] = in_new_thread(
                 lambda: (priority.yield_to_training(), os.sched_getscheduler(0))[1]
             )
