@@ -16,11 +16,12 @@ training steps, leaving out the first 10% of the first epoch's steps (warm-up) a
 evaluation.
 
 On a shared machine the load changes while a benchmark runs, so the two sides are
-interleaved in pairs (a b, b a, a b, ...: 5 by default) and each pair gives one ratio. The
+interleaved in pairs (a b, b a, a b, ...: 8 by default) and each pair gives one ratio. The
 verdict is about the median ratio, through its distribution-free confidence interval (the
 sign test's: with n pairs, the k-th lowest and k-th highest ratios, k the largest for which
 fewer than k of n fair coin flips come up heads with probability at most (1 - confidence)
-/ 2; 90% by default, so 5 pairs give [min, max] at 93.8%, 9 pairs [2nd, 8th] at 96.1%).
+/ 2; 90% by default, so 5 pairs give [min, max] at 93.8%, 8 pairs [2nd lowest, 2nd
+highest] at 93.0%).
 PASS when the whole interval is at or above the goal, FAIL when it is all below, and when
 it straddles the goal the machine was too noisy to tell: "NO VERDICT", exit 2. More pairs
 narrow the interval, so a noisy machine can still give a verdict, given the time. No
@@ -308,7 +309,13 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--pairs", type=int, default=5, help="interleaved bare/platform pairs")
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=8,
+        help="interleaved bare/platform pairs (8: the fewest whose 90%% interval leaves out "
+        "the lowest and the highest ratio, so one run the host disturbed cannot decide)",
+    )
     parser.add_argument(
         "--confidence",
         type=float,
