@@ -38,7 +38,8 @@ EMBEDDED_RAY_ENV = {
     "RAY_num_workers_soft_limit": "0",
     # Ray's own daemons, at the pace a one-machine stack needs (bench/overhead.py): node
     # stats for the (off) Ray dashboard every minute, not every 5 s; the dashboard agent
-    # checks on its raylet every 2 s, not 0.4 s; the autoscaler (nothing to scale) every 30 s.
+    # checks on its raylet every 2 s, not 0.4 s; the autoscaler (nothing to scale; stopped
+    # after the start by _stop_idle_head_daemons, where it can be) every 30 s.
     "REPORTER_UPDATE_INTERVAL_MS": "60000",
     "RAY_DASHBOARD_AGENT_CHECK_PARENT_INTERVAL_S": "2",
     "AUTOSCALER_UPDATE_INTERVAL_S": "30",
@@ -150,6 +151,7 @@ class EmbeddedRay:
                     num_gpus=self.num_gpus,
                     _node_ip_address="127.0.0.1",
                 )
+            _stop_idle_head_daemons()
             res = ray.cluster_resources()
             self._capacity = (float(res.get("CPU", 0.0)), float(res.get("GPU", 0.0)))
             self._idle_since = time.monotonic()
@@ -198,6 +200,24 @@ class EmbeddedRay:
             self._holders.clear()
             if ray.is_initialized():
                 ray.shutdown()
+
+
+def _stop_idle_head_daemons() -> None:
+    """Stop the two daemons of Ray's head that the embedded default has no use for and
+    that `ray.init` has no switch to leave out: the autoscaler's monitor (one machine of
+    a fixed size: nothing to scale) and the dashboard's head process (started even with
+    include_dashboard=False, for usage stats, which are off). Neither does anything else
+    here, yet they woke 14 and 32 times a second (gRPC pollers on 250 ms deadlines), and on
+    two cores a wakeup preempts a training thread while the other waits for it at the
+    next barrier (bench/overhead.py). Through Ray's own Node.kill_* (what its fault
+    tests use), so Ray's shutdown knows they are gone; where a Ray release lacks them,
+    both stay up and nothing else changes."""
+    node = getattr(ray._private.worker.global_worker, "node", None)
+    for stop in ("kill_monitor", "kill_dashboard"):
+        try:
+            getattr(node, stop)(check_alive=False)
+        except Exception as exc:  # a private API: keep the daemon, go on
+            log.debug("could not stop Ray's %s: %s", stop.removeprefix("kill_"), exc)
 
 
 _embedded: EmbeddedRay | None = None

@@ -7,10 +7,13 @@ OOM killer leave it), an exception escaping the worker, a force-cancelled task.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -187,3 +190,59 @@ def test_worker_output_reaches_the_console(ray_backend, capfd) -> None:  # type:
         time.sleep(0.5)
         seen += capfd.readouterr().out
     assert [f"{marker} line {i}" in seen for i in range(3)] == [True] * 3, seen[-2000:]
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children, their children, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit():
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+        except OSError:  # ended meanwhile
+            pass
+    found, todo = [], [pid]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found += below
+        todo += below
+    return found
+
+
+def _command_lines(pids: list[int]) -> list[bytes]:
+    lines = []
+    for pid in pids:
+        with contextlib.suppress(OSError):  # ended meanwhile
+            lines.append(Path(f"/proc/{pid}/cmdline").read_bytes())
+    return lines
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_local_ray_runs_no_daemon_it_has_no_use_for() -> None:
+    """The embedded default's Ray leaves out the autoscaler's monitor (one machine of a
+    fixed size) and the dashboard's head (Ray's dashboard is off): each would only wake the
+    cores training needs. What it does need runs, and runs tasks; and it stops cleanly."""
+    import ray
+
+    from fovea.workers.backend import RayBackend
+
+    ray.shutdown()  # a Ray another test left up may not have been started by Fovea
+    backend = RayBackend(num_cpus=2, num_gpus=0, cancel_grace_s=0.0)
+    try:
+        assert backend.local is not None and backend.local.running
+        lines = _command_lines(_descendants(os.getpid()))
+        assert any(b"gcs_server" in line for line in lines), lines  # looking where Ray runs
+        assert any(b"raylet" in line for line in lines), lines
+        assert not [line for line in lines if b"/monitor.py" in line]
+        assert not [line for line in lines if b"dashboard/dashboard.py" in line]
+
+        @ray.remote(max_retries=0)
+        def square(x: int) -> int:
+            return x * x
+
+        assert ray.get([square.remote(i) for i in range(4)], timeout=60) == [0, 1, 4, 9]
+    finally:
+        backend.shutdown()
+    assert not ray.is_initialized()
+    assert not [line for line in _command_lines(_descendants(os.getpid())) if b"raylet" in line]
