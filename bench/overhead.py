@@ -70,16 +70,17 @@ def bare_data(args: argparse.Namespace) -> Any:
 def bare_loop(args: argparse.Namespace, data: Any) -> float:
     from fovea.tasks import ModelConfig, TrainConfig, get_task
     from fovea.tasks.engine import make_loaders
+    from fovea.tasks.optim import build_optimizer
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.cpus)
     task = get_task("classification")
     model = task.build_model(ModelConfig(arch=args.arch), num_classes=len(data.class_names))
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
-    # The engine's loaders: the comparison measures the platform around the loop, not a
-    # different data pipeline.
-    config = TrainConfig(batch_size=args.batch_size, seed=args.seed)
+    # The engine's loaders and optimizer (AdamW, no decay on norms and biases): the
+    # comparison measures the platform around the loop, not a different pipeline or step.
+    config = TrainConfig(batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    opt = build_optimizer(model, config)
     loader, _, _ = make_loaders(data, config, device=torch.device("cpu"))
     skip = max(1, int(len(loader) * WARMUP_FRACTION))
     images, seconds = 0, 0.0
