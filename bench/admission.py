@@ -24,9 +24,9 @@ from sqlalchemy import create_engine, func, select, text
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fovea.config import Settings
-from fovea.platform import jobs as svc
-from fovea.platform.scheduler import Scheduler
-from fovea.platform.spec import JobSpec
+from fovea.platform.jobs import service as svc
+from fovea.platform.jobs.scheduler import Scheduler
+from fovea.platform.jobs.spec import JobSpec
 from fovea.platform.store import (
     Job,
     JobState,

@@ -35,7 +35,7 @@ TITLES = {"jobs": "Jobs", "run": "Job / run", "models": "Models", "drift": "Drif
 
 def seed_jobs(http: httpx.Client, settings: Settings, n: int) -> str:
     """n jobs through POST /jobs, most of them moved on to an end state; one with a run."""
-    from fovea.platform import jobs as svc
+    from fovea.platform.jobs import service as svc
     from fovea.platform.store import JobState, make_engine, session_factory
 
     ids = []

@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fovea.platform.spec import JobSpec  # noqa: E402
+from fovea.platform.jobs.spec import JobSpec  # noqa: E402
 from fovea.workers.backend import RayBackend  # noqa: E402
 from fovea.workers.types import JobResult, WorkerJob  # noqa: E402
 

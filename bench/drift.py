@@ -6,7 +6,7 @@ one part becomes the frozen reference (profiled exactly as a registered version'
 end of training), the other is the pool live windows are drawn from. Every window of
 `--window` images is profiled by the same code a serving replica runs (fovea/tasks/profile.py),
 its embeddings projected and stored as float16 as the prediction log keeps them, and
-tested with the platform's drift tests (fovea/platform/drift.py, default settings):
+tested with the platform's drift tests (fovea/platform/monitoring/statistics.py, default settings):
 - same distribution: held-out photos the reference does not contain (false alarms);
 - Gaussian blur sigma 2, brightness x0.6, JPEG quality 10: the same photos, shifted;
 - coco128 photos (../shared/datasets/detection/coco128): a new camera and new scenes
@@ -43,7 +43,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from fovea.platform.drift import DriftSettings, Samples, compare
+    from fovea.platform.monitoring.statistics import DriftSettings, Samples, compare
     from fovea.tasks import DataConfig, ModelConfig, TrainConfig, get_task
     from fovea.tasks.data.images import open_image
     from fovea.tasks.engine import fit

@@ -157,7 +157,7 @@ def worker_job(
 ) -> Any:
     """A WorkerJob as the scheduler would hand it to RayBackend.submit: job id = the spec's
     name, MLflow (sqlite) and checkpoints under `home`."""
-    from fovea.platform.spec import JobSpec
+    from fovea.platform.jobs.spec import JobSpec
     from fovea.workers.types import WorkerJob
 
     name = spec["name"]

@@ -56,8 +56,8 @@ def build(settings: Settings, *, with_scheduler: bool = True) -> FastAPI:
     app = create_app(settings)
     scheduler = monitor = None
     if with_scheduler:
-        from fovea.platform.monitoring import monitor_for
-        from fovea.platform.scheduler import Scheduler
+        from fovea.platform.jobs.scheduler import Scheduler
+        from fovea.platform.monitoring.service import monitor_for
 
         scheduler = Scheduler(
             settings=settings, sessions=app.state.sessions, backend=_ray_backend(settings)
@@ -137,8 +137,8 @@ def run_scheduler(settings: Settings, *, backend=None) -> None:  # type: ignore[
     not counted), to resume from their checkpoint under another scheduler. A second signal
     hands back at once.
     """
-    from fovea.platform.monitoring import monitor_for
-    from fovea.platform.scheduler import Scheduler
+    from fovea.platform.jobs.scheduler import Scheduler
+    from fovea.platform.monitoring.service import monitor_for
     from fovea.platform.store import make_engine, session_factory, upgrade
 
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")

@@ -38,7 +38,7 @@ class Wake:
     A notify is `sure` when it follows a commit that wrote work (a local commit, a NOTIFY);
     SQLite's watcher cannot tell, as any commit, a running job's progress included, changes
     `data_version`: its notifies are not sure, and a busy scheduler does not act on them at
-    once (fovea.platform.scheduler)."""
+    once (fovea.platform.jobs.scheduler)."""
 
     def __init__(self) -> None:
         self._event = threading.Event()

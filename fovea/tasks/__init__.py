@@ -1,6 +1,6 @@
 """Pure-PyTorch tasks and the shared training engine; nothing here knows Ray or MLflow.
 
-`TASKS` is the explicit list of tasks (in `fovea.tasks.registry`); `get_task` builds one
+`TASKS` is the explicit list of tasks (in `fovea.tasks.all_tasks`); `get_task` builds one
 by name.
 
 Importing this package does not import torch: the public names below are loaded on first
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from fovea.tasks.errors import UserError
 
 if TYPE_CHECKING:
+    from fovea.tasks.all_tasks import TASKS, get_task
     from fovea.tasks.base import (
         AugmentConfig,
         DataBundle,
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
         TrainConfig,
         no_events,
     )
-    from fovea.tasks.registry import TASKS, get_task
 
 # public name -> the module that defines it
 _LAZY = {
@@ -40,8 +40,8 @@ _LAZY = {
     "Task": "fovea.tasks.base",
     "TrainConfig": "fovea.tasks.base",
     "no_events": "fovea.tasks.base",
-    "TASKS": "fovea.tasks.registry",
-    "get_task": "fovea.tasks.registry",
+    "TASKS": "fovea.tasks.all_tasks",
+    "get_task": "fovea.tasks.all_tasks",
 }
 
 

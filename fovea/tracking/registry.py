@@ -2,7 +2,7 @@
 
 A model is logged as a pyfunc (fovea.tracking.pyfunc.FoveaModel) holding `card.json` and
 `weights.safetensors`; each registered version carries its run id and metrics as tags. The
-promotion gate (fovea.tracking.promotion and .gate) decides whether `champion` moves to a
+promotion gate (fovea.tracking.champion and .gate) decides whether `champion` moves to a
 new version: the worker's gate scores both on the model's frozen evaluation set; without
 one the validation main metrics are compared (higher is better, a tie keeps the champion).
 """
@@ -39,9 +39,9 @@ from mlflow.protos.databricks_pb2 import (
 )
 
 from fovea.tracking._mlflow import all_versions, error_code, float_tag, make_client
+from fovea.tracking.champion import CHAMPION, TAG_DECISION, decide_in_turn
 from fovea.tracking.gate import GateDecision, GatePolicy, decide, not_comparable
 from fovea.tracking.logger import RunLogger
-from fovea.tracking.promotion import CHAMPION, TAG_DECISION, decide_in_turn
 from fovea.tracking.pyfunc import ARTIFACT_CARD, ARTIFACT_WEIGHTS, signature_for
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ Every way an attempt can end becomes an `Outcome` of one `OutcomeKind`:
 - CANCELLED: the worker stopped because a cancel was requested (or was force-killed).
 
 What the platform then does with each kind (fail now, retry after a backoff, cancel) is
-decided in one place too: `fovea.platform.policy`.
+decided in one place too: `fovea.platform.jobs.policy`.
 """
 
 from __future__ import annotations

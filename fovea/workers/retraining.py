@@ -28,14 +28,14 @@ from torch import nn
 from fovea.tasks import DataBundle, DataConfig, EventSink, Task, TrainConfig
 from fovea.tasks.data.manifest import Manifest, dataset_manifest
 from fovea.tasks.engine import make_loaders
-from fovea.tracking.gate import EvalSetRef, GateDecision, decide, not_comparable
-from fovea.tracking.logger import RunLogger
-from fovea.tracking.promotion import (
+from fovea.tracking.champion import (
     TAG_DATASET,
     EvalSet,
     freeze_eval_set,
     load_eval_set,
 )
+from fovea.tracking.gate import EvalSetRef, GateDecision, decide, not_comparable
+from fovea.tracking.logger import RunLogger
 from fovea.tracking.registry import ModelRecord, download_weights
 from fovea.workers.types import WorkerJob
 

@@ -291,7 +291,7 @@ def _log_reference(
     """The version's frozen drift reference: the trained model's profile of validation
     images, by the same code that profiles live images (fovea/tasks/profile.py)."""
     from fovea.tasks.profile import reference_images, reference_profile
-    from fovea.tracking.monitoring import REFERENCE_PATH
+    from fovea.tracking.versions import REFERENCE_PATH
 
     started = time.monotonic()
     images = reference_images(job.data, data)

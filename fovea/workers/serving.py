@@ -57,8 +57,8 @@ class ModelReplica:
 
         from fovea.tasks import get_task
         from fovea.tasks.reference import Reference
-        from fovea.tracking.monitoring import download_reference, resolve_version
         from fovea.tracking.registry import download_weights
+        from fovea.tracking.versions import download_reference, resolve_version
 
         priority.serving_process()  # predictions are work: not in the local Ray's batch class
         self.threads = max(1, threads)

@@ -20,8 +20,8 @@ import yaml
 from PIL import Image
 
 from fovea.config import Settings
-from fovea.platform import jobs as svc
 from fovea.platform.api.app import create_app
+from fovea.platform.jobs import service as svc
 from fovea.platform.store import JobState, transaction
 from tests.support import LiveServer, free_port
 

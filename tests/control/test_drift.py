@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fovea.platform.drift import DriftSettings, Samples, alarm, compare, histogram, psi
+from fovea.platform.monitoring.statistics import (
+    DriftSettings,
+    Samples,
+    alarm,
+    compare,
+    histogram,
+    psi,
+)
 from fovea.tasks.reference import STATISTICS
 
 NAMES = ["a", "b", "c", "d"]

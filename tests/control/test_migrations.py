@@ -15,8 +15,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, StatementError
 
-from fovea.platform import jobs as svc
-from fovea.platform.spec import JobSpec
+from fovea.platform.jobs import service as svc
+from fovea.platform.jobs.spec import JobSpec
 from fovea.platform.store import Base, Job, JobState, make_engine, session_factory, transaction
 from fovea.platform.store.db import upgrade
 

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from fovea.platform.drift import DriftSettings
 from fovea.platform.model_events import list_model_events
-from fovea.platform.monitoring import (
+from fovea.platform.monitoring.service import (
     Monitor,
     NoReference,
     ReferenceCache,
@@ -21,6 +20,7 @@ from fovea.platform.monitoring import (
     log_predictions,
     versions_due,
 )
+from fovea.platform.monitoring.statistics import DriftSettings
 from fovea.platform.store import (
     Prediction,
     make_engine,

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from fovea.config import Settings
-from fovea.platform import jobs as svc
 from fovea.platform.api.app import create_app
-from fovea.platform.monitoring import log_predictions
+from fovea.platform.jobs import service as svc
+from fovea.platform.monitoring.service import log_predictions
 from fovea.platform.store import JobState, make_engine, session_factory, transaction, utcnow
 from fovea.tasks.catalog import CATALOG, TASK_NAMES
 from tests.control.test_monitoring import replica_results

@@ -14,9 +14,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from fovea.config import Settings
-from fovea.platform import jobs as svc
-from fovea.platform.scheduler import Scheduler
-from fovea.platform.spec import JobSpec
+from fovea.platform.jobs import service as svc
+from fovea.platform.jobs.scheduler import Scheduler
+from fovea.platform.jobs.spec import JobSpec
 from fovea.platform.store import (
     Job,
     JobEvent,

@@ -13,7 +13,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from fovea.platform import jobs as svc
+from fovea.platform.jobs import service as svc
 from fovea.platform.store import JobState, transaction
 from tests.control.test_scheduler import make_sessions, submit
 

@@ -10,9 +10,10 @@ import pytest
 from sqlalchemy import event, inspect, select
 from sqlalchemy.exc import OperationalError
 
-from fovea.platform import jobs as svc
 from fovea.platform.errors import SpecError
-from fovea.platform.spec import JobSpec
+from fovea.platform.jobs import service as svc
+from fovea.platform.jobs.spec import JobSpec
+from fovea.platform.jobs.validation import resolve_data_path
 from fovea.platform.store import (
     Job,
     JobEvent,
@@ -23,7 +24,6 @@ from fovea.platform.store import (
     transaction,
     upgrade,
 )
-from fovea.platform.validation import resolve_data_path
 
 
 def spec(name: str = "j", priority: int = 0, project: str = "p", cpus: float = 1.0) -> JobSpec:

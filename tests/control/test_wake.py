@@ -12,8 +12,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from fovea.platform import jobs as svc
-from fovea.platform.scheduler import Scheduler
+from fovea.platform.jobs import service as svc
+from fovea.platform.jobs.scheduler import Scheduler
 from fovea.platform.store import Job, JobState, transaction
 from fovea.platform.wake import LOCAL, Listener, Wake, quiet
 from fovea.workers.backend import Handle

@@ -7,11 +7,11 @@ from datetime import timedelta
 import pytest
 from pydantic import ValidationError
 
-from fovea.platform import jobs as svc
 from fovea.platform.errors import SpecError
-from fovea.platform.spec import JobSpec
+from fovea.platform.jobs import service as svc
+from fovea.platform.jobs.spec import JobSpec
+from fovea.platform.jobs.validation import JobLimits, check_spec
 from fovea.platform.store import make_engine, session_factory, transaction, upgrade
-from fovea.platform.validation import JobLimits, check_spec
 
 
 def spec(name: str = "j", *, workers: int = 1, cpus: float = 1.0, batch: int = 32) -> JobSpec:

@@ -18,7 +18,7 @@ APP = Path(__file__).resolve().parents[2] / "fovea" / "dashboard" / "app.py"
 
 def _seed_run(settings: Settings, job_id: str) -> str:
     """Log a run as workers.runtime does and point the job at it; returns the run id."""
-    from fovea.platform import jobs as svc
+    from fovea.platform.jobs import service as svc
     from fovea.platform.store import JobState, make_engine, session_factory
     from fovea.tasks.plots import confusion_matrix_png, training_curves_png
     from fovea.tracking.logger import RunLogger

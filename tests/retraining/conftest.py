@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from fovea.platform.schedule_fire import fire_due_schedules
-from fovea.platform.schedules import ScheduleSpec, create_schedule
+from fovea.platform.retraining.fires import fire_due_schedules
+from fovea.platform.retraining.service import ScheduleSpec, create_schedule
 from fovea.platform.store import (
     Job,
     Schedule,

@@ -14,7 +14,7 @@ import torch
 
 from fovea.tasks.data.manifest import dataset_manifest
 from fovea.tracking import RunLogger, log_model
-from fovea.tracking.promotion import TAG_DATASET
+from fovea.tracking.champion import TAG_DATASET
 from tests.retraining.conftest import TEMPLATE, events, job_count
 from tests.retraining.conftest import make_schedule as _make_schedule
 
@@ -75,7 +75,7 @@ def test_importing_the_manifest_does_not_import_torch() -> None:
 
 
 def test_a_retrain_on_unchanged_data_is_skipped(sessions, tmp_path: Path) -> None:
-    from fovea.platform.schedule_fire import fire_due_schedules
+    from fovea.platform.retraining.fires import fire_due_schedules
     from fovea.platform.store import transaction
 
     root = folder(tmp_path / "data" / "flowers")
@@ -116,7 +116,7 @@ def test_a_retrain_on_unchanged_data_is_skipped(sessions, tmp_path: Path) -> Non
     assert job_count(sessions) == 1
 
     with transaction(sessions) as db:  # switched off: fires on unchanged data too
-        from fovea.platform.schedules import SchedulePatch, update_schedule
+        from fovea.platform.retraining.service import SchedulePatch, update_schedule
 
         update_schedule(
             session=db,

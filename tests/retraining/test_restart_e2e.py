@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from fovea.platform.schedules import ScheduleSpec, create_schedule
+from fovea.platform.retraining.service import ScheduleSpec, create_schedule
 from fovea.platform.store import (
     Job,
     Schedule,
@@ -44,7 +44,7 @@ TEMPLATE = {
 
 # `fovea up` with a fault injected on purpose, then os._exit(137) as a kill -9 would.
 DIE_MID_FIRE = """
-    from fovea.platform import schedule_fire
+    from fovea.platform.retraining import fires as schedule_fire
     real = schedule_fire.fire_due_schedules
     def fire_then_die(**kwargs):
         written = real(**kwargs)
@@ -54,7 +54,7 @@ DIE_MID_FIRE = """
     schedule_fire.fire_due_schedules = fire_then_die
 """
 DIE_BEFORE_DISPATCH = """
-    from fovea.platform import scheduler
+    from fovea.platform.jobs import scheduler
     real = scheduler.Scheduler._fire_schedules
     def fire_then_die(self):
         real(self)  # committed

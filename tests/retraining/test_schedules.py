@@ -8,12 +8,13 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import inspect, select
 
-from fovea.platform import cron
-from fovea.platform import jobs as jobs_svc
 from fovea.platform.errors import SpecError
+from fovea.platform.jobs import service as jobs_svc
+from fovea.platform.jobs.spec import JobSpec
 from fovea.platform.model_events import list_model_events, record_model_event
-from fovea.platform.schedule_fire import fire_due_schedules
-from fovea.platform.schedules import (
+from fovea.platform.retraining import cron
+from fovea.platform.retraining.fires import fire_due_schedules
+from fovea.platform.retraining.service import (
     SchedulePatch,
     ScheduleSpec,
     delete_schedule,
@@ -21,7 +22,6 @@ from fovea.platform.schedules import (
     next_due_at,
     update_schedule,
 )
-from fovea.platform.spec import JobSpec
 from fovea.platform.store import Job, JobState, Schedule, transaction
 from tests.retraining.conftest import TEMPLATE, events, fire, job_count, make_schedule
 

@@ -26,7 +26,7 @@ WORKER = textwrap.dedent("""
     import sys, time
     from datetime import datetime, UTC
     from pathlib import Path
-    from fovea.platform.schedule_fire import fire_due_schedules
+    from fovea.platform.retraining.fires import fire_due_schedules
     from fovea.platform.store import make_engine, session_factory, transaction
 
     url, folder, me = sys.argv[1], Path(sys.argv[2]), sys.argv[3]

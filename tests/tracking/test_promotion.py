@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from fovea.tracking._mlflow import make_client
-from fovea.tracking.gate import EvalSetRef, GateDecision, GatePolicy, decide
-from fovea.tracking.promotion import (
+from fovea.tracking.champion import (
     CHALLENGER,
     CHAMPION,
     TAG_DATASET,
@@ -21,6 +20,7 @@ from fovea.tracking.promotion import (
     promote_version,
     rollback,
 )
+from fovea.tracking.gate import EvalSetRef, GateDecision, GatePolicy, decide
 from tests.tracking.test_registry import _register
 
 if TYPE_CHECKING:

@@ -1,5 +1,5 @@
 """The FastAPI application: routers, auth, admission control, and errors that never leak a
-traceback (fovea.platform.api.errors)."""
+traceback (fovea.platform.api.http_errors)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from fovea.config import Settings
 from fovea.platform.api import jobs, models, monitoring, schedules
 from fovea.platform.api.admission import Admission
 from fovea.platform.api.deps import require_token
-from fovea.platform.api.errors import document_errors, error_response, install_error_handlers
+from fovea.platform.api.http_errors import document_errors, error_response, install_error_handlers
 from fovea.platform.api.runs import router as runs_router
-from fovea.platform.schedules import ScheduleConflict
+from fovea.platform.retraining.service import ScheduleConflict
 from fovea.platform.store import make_engine, read_session_factory, session_factory, upgrade
 from fovea.tasks.catalog import catalog_json
 

@@ -6,13 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Response, status
 
-from fovea.platform import jobs as svc
 from fovea.platform.api.deps import ReadSessionDep, SessionDep, SettingsDep
-from fovea.platform.api.errors import error_responses
+from fovea.platform.api.http_errors import error_responses
 from fovea.platform.api.schemas import JobList, JobOut, JobSummary, QueueOut
-from fovea.platform.spec import JobSpec
+from fovea.platform.jobs import service as svc
+from fovea.platform.jobs.spec import JobSpec
+from fovea.platform.jobs.validation import JobLimits, check_spec, scan_notes
 from fovea.platform.store import JobState
-from fovea.platform.validation import JobLimits, check_spec, scan_notes
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 

@@ -10,11 +10,11 @@ from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
-from fovea.platform import promotions
 from fovea.platform.api.deps import MAX_ROW_ID, SessionDep, SettingsDep
-from fovea.platform.api.errors import error_responses
+from fovea.platform.api.http_errors import error_responses
 from fovea.platform.errors import NotFound, Unavailable
 from fovea.platform.model_events import list_model_events
+from fovea.platform.retraining import manual as promotions
 from fovea.platform.store import ModelEvent
 
 router = APIRouter(prefix="/models", tags=["models"])

@@ -1,7 +1,7 @@
 """/models/{name}/predict, /score, /drift, /predictions: serving and monitoring routes.
 
 Thin routes: reading and limiting the request here, everything else in services
-(fovea.platform.monitoring, fovea.workers.serving), imported on first use so the API
+(fovea.platform.monitoring.service, fovea.workers.serving), imported on first use so the API
 starts fast (numpy/scipy and ray are not needed to list jobs).
 """
 
@@ -21,10 +21,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from fovea.platform.api.deps import MAX_BIG_ROW_ID, SessionDep, SettingsDep
-from fovea.platform.api.errors import error_response, error_responses
+from fovea.platform.api.http_errors import error_response, error_responses
 from fovea.platform.errors import NotFound, SpecError, Unavailable
+from fovea.platform.jobs.validation import resolve_data_path
 from fovea.platform.store import transaction
-from fovea.platform.validation import resolve_data_path
 
 router = APIRouter(prefix="/models", tags=["monitoring"])
 RowId = Annotated[int, PathParam(ge=1, le=MAX_BIG_ROW_ID)]  # a report's or a prediction's
@@ -53,7 +53,7 @@ def register_errors(app: FastAPI) -> None:
     async def _bad_images(_: Request, exc: BadImages) -> JSONResponse:
         return error_response(422, "invalid_images", str(exc), exc.problems)
 
-    from fovea.platform.monitoring import NoReference
+    from fovea.platform.monitoring.service import NoReference
 
     @app.exception_handler(NoReference)
     async def _no_reference(_: Request, exc: NoReference) -> JSONResponse:
@@ -203,8 +203,8 @@ def _json_images(body: Any) -> list[tuple[str, bytes]]:
 def _resolve(settings: Any, name: str, alias: str | None, version: int | None) -> Any:
     """The version an alias names, looked up at most every RESOLVE_TTL_S per alias: an
     alias moved in MLflow reaches serving within that time."""
-    from fovea.tracking.monitoring import resolve_version
     from fovea.tracking.registry import ModelNotFoundError
+    from fovea.tracking.versions import resolve_version
 
     key = (settings.tracking_uri, name, alias, version)
     cached = _resolved.get(key)
@@ -265,7 +265,7 @@ def _predict(pool: Any, resolved: Any, images: list[Any], masks: bool) -> list[d
 def _log(
     sessions: Any, resolved: Any, request_id: str, source: str, results: list, uris: list
 ) -> None:
-    from fovea.platform.monitoring import log_predictions
+    from fovea.platform.monitoring.service import log_predictions
 
     with transaction(sessions) as session:
         log_predictions(
@@ -311,7 +311,7 @@ async def score(
 ) -> dict[str, Any]:
     """Score every image under a folder (a data root) on the Ray cluster, in the background;
     the rows go to the log with source "batch". Poll GET /models/{name}/score/{id}."""
-    from fovea.platform.scoring import start_scoring
+    from fovea.platform.monitoring.scoring import start_scoring
 
     folder = resolve_data_path(body.folder, roots=settings.data_roots, field="folder")
     if not folder.is_dir():
@@ -330,7 +330,7 @@ async def score(
 
 @router.get("/{name}/score/{run_id}")
 def score_status(name: str, run_id: str, session: SessionDep) -> dict[str, Any]:
-    from fovea.platform.scoring import get_run
+    from fovea.platform.monitoring.scoring import get_run
 
     run = get_run(session=session, model_name=name, run_id=run_id)
     if run is None:
@@ -349,7 +349,7 @@ def drift(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
     """The latest report in full, and the history (newest first) without test details."""
-    from fovea.platform.monitoring import drift_settings, list_reports
+    from fovea.platform.monitoring.service import drift_settings, list_reports
 
     reports = list_reports(session=session, model_name=name, limit=limit)
     return {
@@ -377,7 +377,7 @@ async def compute_drift(
 
 
 def _compute(request: Request, resolved: Any, window: int) -> dict[str, Any]:
-    from fovea.platform.monitoring import compute_report, drift_settings, references
+    from fovea.platform.monitoring.service import compute_report, drift_settings, references
 
     state = request.app.state
     reference = references(state).get(resolved.name, resolved.version)
@@ -405,7 +405,7 @@ def drift_report(name: str, report_id: RowId, session: SessionDep) -> dict[str, 
     responses={200: {"content": {"image/png": {}}, "description": "the plot"}},
 )
 def drift_plot(name: str, report_id: RowId, plot: str, session: SessionDep) -> Response:
-    from fovea.platform.drift_plots import PLOTS
+    from fovea.platform.monitoring.report_plots import PLOTS
 
     if plot not in PLOTS:
         raise NotFound(f"no plot {plot!r}; plots: {', '.join(PLOTS)}")
@@ -414,7 +414,7 @@ def drift_plot(name: str, report_id: RowId, plot: str, session: SessionDep) -> R
 
 
 def _get_report(session: Any, name: str, report_id: int) -> Any:
-    from fovea.platform.monitoring import get_report
+    from fovea.platform.monitoring.service import get_report
 
     report = get_report(session=session, model_name=name, report_id=report_id)
     if report is None:
@@ -460,7 +460,7 @@ def predictions(
     """The newest rows of the prediction log (embeddings left out), below `before_id` and
     from `from_id` on; `sampled=true`: only those whose image was kept
     (prediction_sample_rate), each with the route of its image."""
-    from fovea.platform.monitoring import recent_predictions
+    from fovea.platform.monitoring.service import recent_predictions
     from fovea.tasks.reference import STATISTICS
 
     rows = recent_predictions(
@@ -509,7 +509,7 @@ def prediction_image(
 ) -> Response:
     """The sampled copy of a live image. Its file is the one the log row names, and only
     when it lies under the samples folder: no path ever comes from the request."""
-    from fovea.platform.monitoring import get_prediction
+    from fovea.platform.monitoring.service import get_prediction
 
     row = get_prediction(session=session, model_name=name, prediction_id=prediction_id)
     if row is None:

@@ -1,7 +1,7 @@
 """/jobs/{id}/metrics and /jobs/{id}/artifacts: a job's MLflow run, read back for the
 dashboard (curves while it trains, plots and tables when it ends).
 
-Artifacts are named from a fixed allow-list (fovea.tracking.runs.ARTIFACTS); a request names
+Artifacts are named from a fixed allow-list (fovea.tracking.run_reader.ARTIFACTS); a request names
 one of them, never a path.
 """
 
@@ -14,9 +14,9 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
-from fovea.platform import jobs as svc
-from fovea.platform.api.errors import error_responses
+from fovea.platform.api.http_errors import error_responses
 from fovea.platform.errors import NotFound, Unavailable
+from fovea.platform.jobs import service as svc
 
 router = APIRouter(prefix="/jobs", tags=["runs"])
 
@@ -79,7 +79,7 @@ async def job_metrics(
     key: Annotated[list[str] | None, Query(max_length=100, description="only these")] = None,
 ) -> MetricHistoryOut:
     """Every logged point of the job's run metrics (loss, lr, validation metrics), by step."""
-    from fovea.tracking.runs import RunNotFound, metric_history
+    from fovea.tracking.run_reader import RunNotFound, metric_history
 
     run_id = await run_in_threadpool(_run_id, request, job_id)
     if run_id is None:
@@ -105,7 +105,7 @@ async def job_metrics(
 )
 async def job_artifacts(job_id: JobId, request: Request) -> ArtifactListOut:
     """The plots and tables the job's run has, from the fixed list the API serves."""
-    from fovea.tracking.runs import list_artifacts
+    from fovea.tracking.run_reader import list_artifacts
 
     run_id = await run_in_threadpool(_run_id, request, job_id)
     if run_id is None:
@@ -136,7 +136,7 @@ async def job_artifact(
     job_id: JobId, name: Annotated[str, Path(max_length=100)], request: Request
 ) -> Response:
     """One artifact by its name in the allow-list (e.g. confusion_matrix.png)."""
-    from fovea.tracking.runs import ARTIFACTS, read_artifact
+    from fovea.tracking.run_reader import ARTIFACTS, read_artifact
 
     if name not in ARTIFACTS:
         raise NotFound(f"no artifact {name!r}; artifacts: {', '.join(ARTIFACTS)}")

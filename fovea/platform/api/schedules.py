@@ -8,10 +8,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel
 
-from fovea.platform import cron
-from fovea.platform import schedules as svc
 from fovea.platform.api.deps import SessionDep, SettingsDep
-from fovea.platform.api.errors import error_responses
+from fovea.platform.api.http_errors import error_responses
+from fovea.platform.retraining import cron
+from fovea.platform.retraining import service as svc
 from fovea.platform.store import Schedule, ScheduleEvent
 
 router = APIRouter(prefix="/schedules", tags=["schedules"])

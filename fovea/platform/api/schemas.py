@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from fovea.platform.spec import TaskName
+from fovea.platform.jobs.spec import TaskName
 from fovea.platform.store import Job, JobEvent, JobState
 
 

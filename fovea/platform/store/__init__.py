@@ -7,7 +7,7 @@ from fovea.platform.store.db import (
     transaction,
     upgrade,
 )
-from fovea.platform.store.models import (
+from fovea.platform.store.job_tables import (
     TRANSITIONS,
     Base,
     Job,
@@ -16,8 +16,13 @@ from fovea.platform.store.models import (
     ModelEvent,
     utcnow,
 )
-from fovea.platform.store.monitoring import DriftReport, Prediction, ScoreRun
-from fovea.platform.store.retraining import Overlap, Schedule, ScheduleEvent, ScheduleEventKind
+from fovea.platform.store.monitoring_tables import DriftReport, Prediction, ScoreRun
+from fovea.platform.store.retraining_tables import (
+    Overlap,
+    Schedule,
+    ScheduleEvent,
+    ScheduleEventKind,
+)
 
 __all__ = [
     "TRANSITIONS",

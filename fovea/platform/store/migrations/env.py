@@ -4,7 +4,7 @@ database is Fovea's own: `-x url=...`, else FOVEA_DATABASE_URL / FOVEA_HOME (Set
 
 from alembic import context
 
-from fovea.platform.store.models import Base
+from fovea.platform.store.job_tables import Base
 
 OPTIONS = {"target_metadata": Base.metadata, "render_as_batch": True, "compare_type": True}
 

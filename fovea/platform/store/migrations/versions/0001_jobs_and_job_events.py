@@ -8,7 +8,7 @@ Create Date: 2026-11-22 05:02:03.003044
 import sqlalchemy as sa
 from alembic import op
 
-import fovea.platform.store.models
+import fovea.platform.store.job_tables
 
 revision = "0001"
 down_revision = None
@@ -36,21 +36,23 @@ def upgrade() -> None:
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("cancel_requested", sa.Boolean(), nullable=False),
         sa.Column(
-            "submitted_at", fovea.platform.store.models.UTCDateTime(timezone=True), nullable=False
+            "submitted_at",
+            fovea.platform.store.job_tables.UTCDateTime(timezone=True),
+            nullable=False,
         ),
         sa.Column(
-            "updated_at", fovea.platform.store.models.UTCDateTime(timezone=True), nullable=False
+            "updated_at", fovea.platform.store.job_tables.UTCDateTime(timezone=True), nullable=False
         ),
         sa.Column(
-            "started_at", fovea.platform.store.models.UTCDateTime(timezone=True), nullable=True
+            "started_at", fovea.platform.store.job_tables.UTCDateTime(timezone=True), nullable=True
         ),
         sa.Column(
-            "finished_at", fovea.platform.store.models.UTCDateTime(timezone=True), nullable=True
+            "finished_at", fovea.platform.store.job_tables.UTCDateTime(timezone=True), nullable=True
         ),
         sa.Column("lease_owner", sa.String(length=100), nullable=True),
         sa.Column(
             "lease_expires_at",
-            fovea.platform.store.models.UTCDateTime(timezone=True),
+            fovea.platform.store.job_tables.UTCDateTime(timezone=True),
             nullable=True,
         ),
         sa.Column("mlflow_run_id", sa.String(length=64), nullable=True),
@@ -74,7 +76,7 @@ def upgrade() -> None:
         "job_events",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("job_id", sa.String(length=32), nullable=False),
-        sa.Column("at", fovea.platform.store.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("at", fovea.platform.store.job_tables.UTCDateTime(timezone=True), nullable=False),
         sa.Column("kind", sa.String(length=40), nullable=False),
         sa.Column("from_state", sa.String(length=16), nullable=True),
         sa.Column("to_state", sa.String(length=16), nullable=True),

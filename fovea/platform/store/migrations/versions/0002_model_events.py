@@ -8,7 +8,7 @@ Create Date: 2026-12-01 11:00:00
 import sqlalchemy as sa
 from alembic import op
 
-import fovea.platform.store.models
+import fovea.platform.store.job_tables
 
 revision = "0002"
 down_revision = "0001"
@@ -24,7 +24,7 @@ def upgrade() -> None:
         sa.Column("model_version", sa.String(length=32), nullable=True),
         sa.Column("kind", sa.String(length=40), nullable=False),
         sa.Column("value", sa.String(length=40), nullable=True),
-        sa.Column("at", fovea.platform.store.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("at", fovea.platform.store.job_tables.UTCDateTime(timezone=True), nullable=False),
         sa.Column("message", sa.Text(), nullable=False),
         sa.Column("data", sa.JSON(), nullable=True),
         sa.PrimaryKeyConstraint("id"),

@@ -8,14 +8,14 @@ Create Date: 2026-12-01 12:30:00
 import sqlalchemy as sa
 from alembic import op
 
-import fovea.platform.store.models
+import fovea.platform.store.job_tables
 
 revision = "0004"
 down_revision = "0003"
 branch_labels = None
 depends_on = None
 
-UTC = fovea.platform.store.models.UTCDateTime(timezone=True)
+UTC = fovea.platform.store.job_tables.UTCDateTime(timezone=True)
 BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 

@@ -2,7 +2,7 @@
 
 Everything a JSON schema can say is said here (types, ranges, sizes), so the OpenAPI
 document tells clients the truth; what needs the catalog, the data roots, the model
-registry or the configured limits is checked in `fovea.platform.validation`.
+registry or the configured limits is checked in `fovea.platform.jobs.validation`.
 """
 
 from __future__ import annotations

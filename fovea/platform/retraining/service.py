@@ -1,5 +1,5 @@
 """Retraining schedules: the typed input, and the services that create, change, list and
-delete them. Firing lives in `fovea.platform.schedule_fire`.
+delete them. Firing lives in `fovea.platform.retraining.fires`.
 
 A schedule submits its JobSpec template when its cron expression fires (in its IANA time
 zone) and/or when its model's drift verdict turns "drift". Every change, fire, skip and
@@ -27,13 +27,13 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from fovea.platform import cron
-from fovea.platform import jobs as jobs_svc
 from fovea.platform.errors import SpecError
+from fovea.platform.jobs import service as jobs_svc
+from fovea.platform.jobs.spec import NAME_PATTERN, JobSpec
+from fovea.platform.jobs.validation import check_spec
 from fovea.platform.model_events import last_model_event_id
-from fovea.platform.spec import NAME_PATTERN, JobSpec
+from fovea.platform.retraining import cron
 from fovea.platform.store import Overlap, Schedule, ScheduleEvent, ScheduleEventKind, utcnow
-from fovea.platform.validation import check_spec
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from fovea.platform.store.models import Base, UTCDateTime, utcnow
+from fovea.platform.store.job_tables import Base, UTCDateTime, utcnow
 
 
 class Overlap(enum.StrEnum):

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from fovea.config import Settings
-from fovea.platform import jobs as svc
+from fovea.platform.jobs import service as svc
 from fovea.platform.store import transaction
 
 log = logging.getLogger(__name__)

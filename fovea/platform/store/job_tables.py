@@ -58,7 +58,7 @@ class JobState(enum.StrEnum):
         return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
-# The only allowed state changes; `fovea.platform.jobs.transition` is the only writer.
+# The only allowed state changes; `fovea.platform.jobs.service.transition` is the only writer.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.FAILED}),
     JobState.RUNNING: frozenset(

@@ -2,7 +2,7 @@
 
 - `log_predictions` writes one row per image a served model saw (the replica computed it).
 - `compute_report` tests a window of a model version's log against the version's frozen
-  reference (fovea/platform/drift.py), stores the report, and writes a "drift_verdict"
+  reference (`statistics`), stores the report, and writes a "drift_verdict"
   model event when the verdict changes.
 - `Monitor` runs reports on a schedule: for every version with at least `min_window` new
   predictions since its last scheduled report (non-overlapping windows), and enforces the
@@ -26,8 +26,8 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from fovea.config import Settings
-from fovea.platform.drift import DriftSettings, Samples, alarm, compare
 from fovea.platform.model_events import DRIFT_VERDICT, record_model_event
+from fovea.platform.monitoring.statistics import DriftSettings, Samples, alarm, compare
 from fovea.platform.store import DriftReport, Prediction, transaction, utcnow
 from fovea.tasks.reference import STATISTICS, Reference
 
@@ -353,7 +353,7 @@ def retention(settings: Settings) -> Retention:
 
 def reference_cache(tracking_uri: str) -> ReferenceCache:
     """References read from the MLflow run that trained each version."""
-    from fovea.tracking.monitoring import download_reference, resolve_version
+    from fovea.tracking.versions import download_reference, resolve_version
 
     def load(model_name: str, version: int) -> Reference | None:
         resolved = resolve_version(tracking_uri=tracking_uri, name=model_name, version=version)

@@ -20,7 +20,7 @@ def promote(
     *, session: Session, tracking_uri: str, name: str, version: int, reason: str
 ) -> ModelEvent:
     """Make `version` the champion of `name` by hand."""
-    from fovea.tracking import promotion
+    from fovea.tracking import champion as promotion
 
     with _as_platform_errors():
         moved = promotion.promote_version(
@@ -39,7 +39,7 @@ def promote(
 
 def roll_back(*, session: Session, tracking_uri: str, name: str, reason: str) -> ModelEvent:
     """Give `champion` back to the version the current champion replaced."""
-    from fovea.tracking import promotion
+    from fovea.tracking import champion as promotion
 
     with _as_platform_errors():
         moved = promotion.rollback(tracking_uri=tracking_uri, name=name, reason=reason)
@@ -62,7 +62,7 @@ def _as_platform_errors() -> Iterator[None]:
     """
     from mlflow.exceptions import MlflowException
 
-    from fovea.tracking.promotion import PromotionError, UnknownModelError
+    from fovea.tracking.champion import PromotionError, UnknownModelError
 
     try:
         yield

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from fovea.platform.monitoring import log_predictions
+from fovea.platform.monitoring.service import log_predictions
 from fovea.platform.store import ScoreRun, transaction, utcnow
 
 log = logging.getLogger(__name__)

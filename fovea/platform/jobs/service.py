@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session, selectinload
 
 from fovea.platform import wake  # noqa: F401  (commits of jobs wake the schedulers)
 from fovea.platform.errors import IdempotencyConflict, InvalidTransition, NotFound
-from fovea.platform.policy import Backoff, decide
-from fovea.platform.spec import JobSpec
+from fovea.platform.jobs.policy import Backoff, decide
+from fovea.platform.jobs.spec import JobSpec
 from fovea.platform.store import TRANSITIONS, Job, JobEvent, JobState, utcnow
 from fovea.tasks.data.files import Note
 from fovea.workers.failures import Outcome, OutcomeKind

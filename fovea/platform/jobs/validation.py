@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fovea.platform.errors import SpecError, Unavailable
-from fovea.platform.spec import DatasetSpec, JobSpec, ModelSpec, TrainSpec
+from fovea.platform.jobs.spec import DatasetSpec, JobSpec, ModelSpec, TrainSpec
 from fovea.tasks.catalog import (
     BUILTIN_FORMAT,
     BUILTIN_PREFIX,

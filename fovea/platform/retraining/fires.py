@@ -26,17 +26,18 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from fovea.platform import cron
-from fovea.platform import jobs as jobs_svc
 from fovea.platform.errors import SpecError, Unavailable
+from fovea.platform.jobs import service as jobs_svc
+from fovea.platform.jobs.spec import JobSpec
+from fovea.platform.jobs.validation import check_spec
 from fovea.platform.model_events import (
     DRIFT_VERDICT,
     RETRAIN_TRIGGERED,
     list_model_events,
     record_model_event,
 )
-from fovea.platform.schedules import add_event
-from fovea.platform.spec import JobSpec
+from fovea.platform.retraining import cron
+from fovea.platform.retraining.service import add_event
 from fovea.platform.store import (
     Job,
     JobState,
@@ -47,7 +48,6 @@ from fovea.platform.store import (
     ScheduleEventKind,
     utcnow,
 )
-from fovea.platform.validation import check_spec
 
 log = logging.getLogger(__name__)
 
@@ -404,7 +404,7 @@ def _data_unchanged(
     if not schedule.skip_if_data_unchanged or ctx.tracking_uri is None or not spec.register_as:
         return None
     from fovea.tasks.data.manifest import dataset_manifest
-    from fovea.tracking.promotion import champion_dataset
+    from fovea.tracking.champion import champion_dataset
 
     try:
         champion = champion_dataset(tracking_uri=ctx.tracking_uri, name=spec.register_as)

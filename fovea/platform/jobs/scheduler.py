@@ -3,7 +3,7 @@
 One loop, `Scheduler.tick()`, run by a thread of `fovea up` or by `fovea scheduler`:
 1. drain worker progress and events into the store;
 2. reconcile the jobs this scheduler started (finished, lost, cancel requested), each
-   outcome mapped to a state by the one failure policy (fovea.platform.policy);
+   outcome mapped to a state by the one failure policy (fovea.platform.jobs.policy);
 3. renew its leases and recover jobs whose lease expired (their scheduler died);
 4. fire retraining schedules that are due;
 5. claim queued jobs that fit what the cluster has free (its capacity minus the running
@@ -38,9 +38,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from fovea.config import Settings
-from fovea.platform import jobs as svc
-from fovea.platform.policy import Backoff
-from fovea.platform.runs import RunCloser
+from fovea.platform.jobs import service as svc
+from fovea.platform.jobs.closing import RunCloser
+from fovea.platform.jobs.policy import Backoff
 from fovea.platform.store import Job, JobState, read_session_factory, transaction, utcnow
 from fovea.platform.wake import LOCAL, Listener, Wake, quiet
 from fovea.workers.backend import Backend, Handle
@@ -194,7 +194,7 @@ class Scheduler:
     def _fire_schedules(self) -> None:
         """Retraining schedules that are due submit their jobs (before dispatch, so those
         start this tick). A failure here must not stop dispatching: logged, retried."""
-        from fovea.platform.schedule_fire import any_due, fire_due_schedules
+        from fovea.platform.retraining.fires import any_due, fire_due_schedules
 
         try:
             with self.reads() as session:
@@ -432,7 +432,7 @@ class Scheduler:
     # --- sleeping ------------------------------------------------------------------------
     def _idle_sleep(self) -> float:
         """Seconds until the store's next deadline, at most scheduler_idle_s."""
-        from fovea.platform.schedules import next_due_at
+        from fovea.platform.retraining.service import next_due_at
 
         with self.reads() as session:
             deadlines: list[datetime | None] = [

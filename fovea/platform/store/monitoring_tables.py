@@ -17,7 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from fovea.platform.store.models import Base, UTCDateTime, utcnow
+from fovea.platform.store.job_tables import Base, UTCDateTime, utcnow
 
 # BIGINT on PostgreSQL, INTEGER (the rowid alias, so it autoincrements) on SQLite
 BigId = BigInteger().with_variant(Integer(), "sqlite")

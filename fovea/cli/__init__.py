@@ -765,7 +765,7 @@ def schedules_events(
     console.print(table)
 
 
-from fovea import cli_monitoring  # noqa: E402  (after `app`: it adds commands to it)
+from fovea.cli import monitoring as cli_monitoring  # noqa: E402  (after `app`: it adds commands to it)
 
 app.command("predict")(cli_monitoring.predict)
 app.command("score")(cli_monitoring.score)
