@@ -15,6 +15,10 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+# The API the dashboard talks to, set by whoever starts it (`fovea dashboard`, `fovea up
+# --dashboard`): the dashboard reads only this and the settings, never the platform.
+DASHBOARD_API_URL_ENV = "FOVEA_DASHBOARD_API_URL"
+
 
 def _default_data_roots() -> list[Path]:
     cwd = Path.cwd()

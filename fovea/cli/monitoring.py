@@ -1,6 +1,6 @@
 """`fovea predict`, `fovea score`, `fovea drift`: serving and monitoring from the shell.
 
-Registered on the `fovea` command in cli.py; every command talks to the HTTP API.
+Registered on the `fovea` command in fovea/cli/__init__.py; every command talks to the HTTP API.
 """
 
 from __future__ import annotations
@@ -12,28 +12,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fovea.client import ApiError, Client
-from fovea.config import Settings
+from fovea.cli.terminal import UrlOption, client_for, console, fail
+from fovea.client import ApiError
 
-console = Console(width=max(Console().width, 120))
 VERDICT_COLOURS = {"ok": "green", "warning": "yellow", "drift": "red", "insufficient": "cyan"}
 
-UrlOption = Annotated[str | None, typer.Option(help="API base URL")]
 AliasOption = Annotated[str | None, typer.Option(help="alias (default champion)")]
 VersionOption = Annotated[int | None, typer.Option(help="a version instead of an alias")]
-
-
-def _client(url: str | None) -> Client:
-    return Client.from_settings(Settings(), url)
-
-
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(1)
 
 
 def predict(
@@ -50,11 +38,11 @@ def predict(
         try:
             payload.append((path.name, path.read_bytes()))
         except OSError as exc:
-            _fail(f"cannot read {path}: {exc}")
+            fail(f"cannot read {path}: {exc}")
     try:
-        out = _client(url).predict(model, payload, alias=alias, version=version)
+        out = client_for(url).predict(model, payload, alias=alias, version=version)
     except ApiError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         console.print_json(json.dumps(out))
         return
@@ -88,11 +76,11 @@ def score(
     url: UrlOption = None,
 ) -> None:
     """Score every image under a folder (a batch job on the Ray cluster; logged as batch)."""
-    client = _client(url)
+    client = client_for(url)
     try:  # a relative folder is the client's: resolved here, sent absolute
         run = client.score(model, str(folder.expanduser().resolve()), alias=alias, version=version)
     except ApiError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(f"scoring run [bold]{run['id']}[/bold]: {run['total']} images")
     if not wait:
         return
@@ -109,7 +97,7 @@ def score(
             try:
                 run = client.score_run(model, run["id"])
             except ApiError as exc:
-                _fail(str(exc))
+                fail(str(exc))
             progress.update(bar, completed=run["done"])
     console.print(
         f"{run['state']}: {run['done']} images, {run['failed_images']} unreadable"
@@ -128,7 +116,7 @@ def drift(
     url: UrlOption = None,
 ) -> None:
     """Show a model's latest drift report (or compute one now) and its verdict history."""
-    client = _client(url)
+    client = client_for(url)
     try:
         if compute:
             report = client.compute_drift(model, window=window, alias=alias, version=version)
@@ -137,7 +125,7 @@ def drift(
             body = client.drift(model, limit=10)
             report, history = body["latest"], body["history"]
     except ApiError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if report is None:
         console.print(f"no drift report for {model} yet")
         return

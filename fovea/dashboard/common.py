@@ -14,8 +14,8 @@ from typing import Any, NoReturn, TypeVar
 import streamlit as st
 
 from fovea.client import ApiError, Client
+from fovea.config import DASHBOARD_API_URL_ENV as API_URL_ENV
 from fovea.config import Settings
-from fovea.dashboard.launch import API_URL_ENV
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})

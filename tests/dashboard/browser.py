@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from fovea.dashboard import launch
+from fovea.cli import streamlit_launch as launch
 from tests.support import free_port
 
 OUTPUT = Path(os.environ.get("FOVEA_TEST_OUTPUT", "test-output")) / "dashboard"

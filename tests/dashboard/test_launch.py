@@ -40,7 +40,7 @@ def test_fovea_dashboard_serves_on_loopback(tmp_path) -> None:  # type: ignore[n
 
 
 def test_command_turns_usage_statistics_off() -> None:
-    from fovea.dashboard import launch
+    from fovea.cli import streamlit_launch as launch
 
     cmd = launch.command(port=8501)
     assert cmd[cmd.index("--browser.gatherUsageStats") + 1] == "false"

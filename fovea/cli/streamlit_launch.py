@@ -1,4 +1,7 @@
-"""Starting the dashboard: `streamlit run` on app.py, bound to loopback, usage stats off."""
+"""Starting the dashboard: `streamlit run` on its app.py, bound to loopback, usage stats off.
+
+The dashboard is started as a process, never imported: it is a client of the HTTP API.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-APP = Path(__file__).with_name("app.py")
-API_URL_ENV = "FOVEA_DASHBOARD_API_URL"  # the API the dashboard talks to
+from fovea.config import DASHBOARD_API_URL_ENV as API_URL_ENV
+
+APP = Path(__file__).parents[1] / "dashboard" / "app.py"
 DEFAULT_PORT = 8501
 
 
