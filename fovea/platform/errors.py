@@ -31,3 +31,23 @@ class Unavailable(RuntimeError):
     def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class PayloadTooLarge(Exception):
+    """A predict request over the configured image count or size (413)."""
+
+
+class BadImages(Exception):
+    """No image of a predict request could be read (422); names each file and why."""
+
+    def __init__(self, problems: list[dict[str, str]]) -> None:
+        super().__init__("no image could be read: " + "; ".join(p["problem"] for p in problems))
+        self.problems = problems
+
+
+class NoReference(LookupError):
+    """A model version without a drift reference (trained before references existed): 409."""
+
+
+class ScheduleConflict(ValueError):
+    """A schedule name already taken (409)."""

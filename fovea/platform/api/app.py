@@ -3,17 +3,15 @@ traceback (fovea.platform.api.http_errors)."""
 
 from __future__ import annotations
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI
 
 from fovea import __version__
 from fovea.config import Settings
-from fovea.platform.api import jobs, models, monitoring, schedules
+from fovea.platform.api import drift, jobs, models, predict, runs, schedules
 from fovea.platform.api.admission import Admission
 from fovea.platform.api.deps import require_token
-from fovea.platform.api.http_errors import document_errors, error_response, install_error_handlers
-from fovea.platform.api.runs import router as runs_router
-from fovea.platform.retraining.service import ScheduleConflict
+from fovea.platform.api.http_errors import document_errors, install_error_handlers
+from fovea.platform.monitoring.predictor import Predictor
 from fovea.platform.store import make_engine, read_session_factory, session_factory, upgrade
 from fovea.tasks.catalog import catalog_json
 
@@ -39,6 +37,7 @@ def create_app(settings: Settings | None = None, *, token: str | None = None) ->
     app.state.engine = engine
     app.state.sessions = session_factory(engine)
     app.state.read_sessions = read_session_factory(engine)
+    app.state.predictor = Predictor(settings, app.state.sessions)
     resolved = token or settings.resolve_token(create=True)
     assert resolved
     app.state.token = resolved
@@ -55,13 +54,10 @@ def create_app(settings: Settings | None = None, *, token: str | None = None) ->
         formats, main metric and builtin datasets (forms build their choices from it)."""
         return catalog_json()
 
-    app.include_router(jobs.router, dependencies=auth)
-    app.include_router(models.router, dependencies=auth)
-    app.include_router(monitoring.router, dependencies=auth)
+    for router in (jobs.router, runs.router, models.router, predict.router, drift.router):
+        app.include_router(router, dependencies=auth)
     app.include_router(schedules.router, dependencies=auth)
-    app.include_router(runs_router, dependencies=auth)
     install_error_handlers(app)
-    monitoring.register_errors(app)
     app.add_middleware(
         Admission,
         limit=settings.api_max_concurrency,
@@ -70,11 +66,6 @@ def create_app(settings: Settings | None = None, *, token: str | None = None) ->
         max_body_bytes=settings.api_max_body_bytes,
         max_upload_bytes=settings.predict_max_bytes,
     )
-
-    @app.exception_handler(ScheduleConflict)
-    async def _taken(_: Request, exc: ScheduleConflict) -> JSONResponse:
-        detail = [{"field": "name", "problem": str(exc)}]
-        return error_response(409, "conflict", str(exc), detail)
 
     document_errors(app)
     return app

@@ -1,16 +1,21 @@
-"""FastAPI dependencies as Annotated aliases."""
+"""FastAPI dependencies as Annotated aliases, and the one way routes call MLflow."""
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from fovea.config import Settings
+from fovea.platform.errors import Unavailable
+
+if TYPE_CHECKING:
+    from fovea.platform.monitoring.predictor import Predictor
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -18,6 +23,8 @@ _bearer = HTTPBearer(auto_error=False)
 # Past it the database itself would refuse the number (a 500); the API answers 422.
 MAX_ROW_ID = 2**31 - 1
 MAX_BIG_ROW_ID = 2**63 - 1  # `bigint` ids: the prediction log, drift reports
+MLFLOW_RETRY_AFTER_S = 5
+T = TypeVar("T")
 
 
 class Unauthorized(Exception):
@@ -28,6 +35,10 @@ class Unauthorized(Exception):
 # its thread pool, a hop per request that costs more than the check itself.
 async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
+
+
+async def get_predictor(request: Request) -> Predictor:
+    return request.app.state.predictor
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -59,3 +70,18 @@ async def require_token(
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 ReadSessionDep = Annotated[Session, Depends(get_read_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+PredictorDep = Annotated["Predictor", Depends(get_predictor)]
+
+
+async def off_the_loop(call: Callable[..., T], *, store: str, **kwargs: Any) -> T:
+    """An MLflow call (registry or tracking `store`) run in the thread pool, never on the
+    event loop; MLflow failing is a 503 with Retry-After, never a 500."""
+    from mlflow.exceptions import MlflowException  # mlflow loads on first use, not at start
+
+    try:
+        return await run_in_threadpool(call, **kwargs)
+    except MlflowException as exc:
+        raise Unavailable(
+            f"the {store} did not answer: {exc.message[:300]}",
+            retry_after_s=MLFLOW_RETRY_AFTER_S,
+        ) from exc

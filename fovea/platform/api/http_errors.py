@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -23,9 +24,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from fovea.platform.api.admission import EXEMPT_PATHS
 from fovea.platform.api.deps import Unauthorized
 from fovea.platform.errors import (
+    BadImages,
     IdempotencyConflict,
     InvalidTransition,
+    NoReference,
     NotFound,
+    PayloadTooLarge,
+    ScheduleConflict,
     SpecError,
     Unavailable,
 )
@@ -174,7 +179,39 @@ def _message(detail: list[dict[str, str]]) -> str:
     return "; ".join(f"{d['field']}: {d['problem']}" for d in detail)
 
 
+def _answer(
+    status: int, error: str, detail: Callable[[Any], list[dict[str, str]]] | None = None
+) -> Callable[[Request, Any], Awaitable[JSONResponse]]:
+    """A handler answering `status` with error name `error`, the exception's text and its
+    `detail` rows."""
+
+    async def handler(_: Request, exc: Any) -> JSONResponse:
+        return error_response(status, error, str(exc), detail(exc) if detail else None)
+
+    return handler
+
+
+# The control plane's errors (fovea.platform.errors), each to one status and error name.
+_ANSWERS: dict[type[Exception], Callable[[Request, Any], Awaitable[JSONResponse]]] = {
+    NotFound: _answer(404, "not_found"),
+    InvalidTransition: _answer(409, "conflict"),
+    NoReference: _answer(409, "no_reference"),
+    ScheduleConflict: _answer(409, "conflict", lambda e: [{"field": "name", "problem": str(e)}]),
+    PayloadTooLarge: _answer(413, "too_large"),
+    SpecError: _answer(
+        422, "invalid_request", lambda e: [{"field": e.field, "problem": e.problem}]
+    ),
+    IdempotencyConflict: _answer(
+        422, "idempotency_conflict", lambda e: [{"field": "Idempotency-Key", "problem": str(e)}]
+    ),
+    BadImages: _answer(422, "invalid_images", lambda e: e.problems),
+}
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    for kind, handler in _ANSWERS.items():
+        app.add_exception_handler(kind, handler)
+
     @app.exception_handler(Unauthorized)
     async def _unauthorized(_: Request, exc: Unauthorized) -> JSONResponse:
         return error_response(401, "unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer"})
@@ -183,24 +220,6 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         detail = _validation_detail(exc)
         return error_response(422, "invalid_request", _message(detail), detail)
-
-    @app.exception_handler(SpecError)
-    async def _spec(_: Request, exc: SpecError) -> JSONResponse:
-        detail = [{"field": exc.field, "problem": exc.problem}]
-        return error_response(422, "invalid_request", str(exc), detail)
-
-    @app.exception_handler(IdempotencyConflict)
-    async def _idem(_: Request, exc: IdempotencyConflict) -> JSONResponse:
-        detail = [{"field": "Idempotency-Key", "problem": str(exc)}]
-        return error_response(422, "idempotency_conflict", str(exc), detail)
-
-    @app.exception_handler(NotFound)
-    async def _missing(_: Request, exc: NotFound) -> JSONResponse:
-        return error_response(404, "not_found", str(exc))
-
-    @app.exception_handler(InvalidTransition)
-    async def _conflict(_: Request, exc: InvalidTransition) -> JSONResponse:
-        return error_response(409, "conflict", str(exc))
 
     @app.exception_handler(Unavailable)
     async def _unavailable(_: Request, exc: Unavailable) -> JSONResponse:

@@ -7,65 +7,30 @@ one of them, never a path.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel
 
+from fovea.platform.api.deps import off_the_loop
 from fovea.platform.api.http_errors import error_responses
-from fovea.platform.errors import NotFound, Unavailable
+from fovea.platform.api.schemas import (
+    ArtifactListOut,
+    ArtifactOut,
+    MetricHistoryOut,
+    MetricPointOut,
+)
+from fovea.platform.errors import NotFound
 from fovea.platform.jobs import service as svc
 
 router = APIRouter(prefix="/jobs", tags=["runs"])
 
-TRACKING_RETRY_AFTER_S = 5
 JobId = Annotated[str, Path(min_length=1, max_length=64)]
-T = TypeVar("T")
-
-
-class MetricPointOut(BaseModel):
-    step: int
-    value: float
-    timestamp: int  # ms since the epoch
-
-
-class MetricHistoryOut(BaseModel):
-    job_id: str
-    run_id: str | None  # None until the worker opened the run
-    metrics: dict[str, list[MetricPointOut]]
-
-
-class ArtifactOut(BaseModel):
-    name: str
-    media_type: str
-    size: int | None
-    url: str
-
-
-class ArtifactListOut(BaseModel):
-    job_id: str
-    run_id: str | None
-    items: list[ArtifactOut]
 
 
 def _run_id(request: Request, job_id: str) -> str | None:
     with request.app.state.read_sessions() as session, session.begin():
         return svc.get_job(session=session, job_id=job_id).mlflow_run_id
-
-
-async def _tracking(call: Callable[..., T], **kwargs: Any) -> T:
-    """An MLflow read off the event loop; MLflow failing is 503, never a 500."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return await run_in_threadpool(call, **kwargs)
-    except MlflowException as exc:
-        raise Unavailable(
-            f"the tracking store did not answer: {exc.message[:300]}",
-            retry_after_s=TRACKING_RETRY_AFTER_S,
-        ) from exc
 
 
 @router.get(
@@ -86,8 +51,12 @@ async def job_metrics(
         return MetricHistoryOut(job_id=job_id, run_id=None, metrics={})
     tracking_uri = request.app.state.settings.tracking_uri
     try:
-        history = await _tracking(
-            metric_history, tracking_uri=tracking_uri, run_id=run_id, keys=key
+        history = await off_the_loop(
+            metric_history,
+            store="tracking store",
+            tracking_uri=tracking_uri,
+            run_id=run_id,
+            keys=key,
         )
     except RunNotFound as exc:
         raise NotFound(str(exc)) from None
@@ -111,7 +80,9 @@ async def job_artifacts(job_id: JobId, request: Request) -> ArtifactListOut:
     if run_id is None:
         return ArtifactListOut(job_id=job_id, run_id=None, items=[])
     tracking_uri = request.app.state.settings.tracking_uri
-    found = await _tracking(list_artifacts, tracking_uri=tracking_uri, run_id=run_id)
+    found = await off_the_loop(
+        list_artifacts, store="tracking store", tracking_uri=tracking_uri, run_id=run_id
+    )
     items = [
         ArtifactOut(
             name=a.name,
@@ -145,8 +116,12 @@ async def job_artifact(
         raise NotFound(f"job {job_id} has no run yet")
     tracking_uri = request.app.state.settings.tracking_uri
     try:
-        data, media = await _tracking(
-            read_artifact, tracking_uri=tracking_uri, run_id=run_id, name=name
+        data, media = await off_the_loop(
+            read_artifact,
+            store="tracking store",
+            tracking_uri=tracking_uri,
+            run_id=run_id,
+            name=name,
         )
     except FileNotFoundError:
         raise NotFound(f"job {job_id} has no artifact {name}") from None

@@ -2,89 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
-from pydantic import BaseModel
 
 from fovea.platform.api.deps import SessionDep, SettingsDep
 from fovea.platform.api.http_errors import error_responses
-from fovea.platform.retraining import cron
+from fovea.platform.api.schemas import ScheduleEventOut, ScheduleList, ScheduleOut
 from fovea.platform.retraining import service as svc
-from fovea.platform.store import Schedule, ScheduleEvent
 
 router = APIRouter(prefix="/schedules", tags=["schedules"])
-
-
-class ScheduleEventOut(BaseModel):
-    id: int
-    at: datetime
-    kind: str
-    trigger: str | None
-    fire_time: datetime | None
-    job_id: str | None
-    message: str
-    data: dict[str, Any] | None
-
-    @classmethod
-    def of(cls, e: ScheduleEvent) -> ScheduleEventOut:
-        return cls(
-            id=e.id,
-            at=e.at,
-            kind=e.kind,
-            trigger=e.trigger,
-            fire_time=e.fire_time,
-            job_id=e.job_id,
-            message=e.message,
-            data=e.data,
-        )
-
-
-class ScheduleOut(BaseModel):
-    id: str
-    name: str
-    template: dict[str, Any]
-    cron: str | None
-    cron_description: str | None  # e.g. "At 03:00 every day"
-    timezone: str
-    enabled: bool
-    overlap: str
-    misfire_grace_s: int
-    skip_if_data_unchanged: bool
-    drift: svc.DriftTriggerSpec | None
-    next_fire_at: datetime | None
-    last_fire_at: datetime | None
-    last_job_id: str | None
-    created_at: datetime
-    updated_at: datetime
-    events: list[ScheduleEventOut] | None = None  # newest first
-
-    @classmethod
-    def of(cls, s: Schedule, *, events: list[ScheduleEvent] | None = None) -> ScheduleOut:
-        return cls(
-            id=s.id,
-            name=s.name,
-            template=s.template,
-            cron=s.cron,
-            cron_description=cron.describe(s.cron) if s.cron else None,
-            timezone=s.timezone,
-            enabled=s.enabled,
-            overlap=s.overlap,
-            misfire_grace_s=s.misfire_grace_s,
-            skip_if_data_unchanged=s.skip_if_data_unchanged,
-            drift=svc.spec_of(s).drift,
-            next_fire_at=s.next_fire_at,
-            last_fire_at=s.last_fire_at,
-            last_job_id=s.last_job_id,
-            created_at=s.created_at,
-            updated_at=s.updated_at,
-            events=None if events is None else [ScheduleEventOut.of(e) for e in events],
-        )
-
-
-class ScheduleList(BaseModel):
-    items: list[ScheduleOut]
 
 
 _BY_ID = {"parameters": {"schedule_id": "$response.body#/id"}}

@@ -1,14 +1,26 @@
-"""Response models of the HTTP API."""
+"""The HTTP API's bodies: every route's response model, and the request bodies that are not
+a resource's own input type (JobSpec and ScheduleSpec are). One module, so the API's shape
+is read in one place; the routers only build these."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from fovea.platform.jobs.spec import TaskName
-from fovea.platform.store import Job, JobEvent, JobState
+from fovea.platform.retraining import cron
+from fovea.platform.retraining import service as schedules
+from fovea.platform.store import (
+    DriftReport,
+    Job,
+    JobEvent,
+    JobState,
+    ModelEvent,
+    Schedule,
+    ScheduleEvent,
+)
 
 
 class EventOut(BaseModel):
@@ -132,3 +144,349 @@ class QueueOut(BaseModel):
     running: dict[str, float]  # {"jobs", "cpus", "gpus"} of all running jobs
     project: dict[str, Any]  # {"name", "running", "quota"}; quota 0: unlimited
     reasons: list[str]
+
+
+# -- runs: a job's MLflow run read back --------------------------------------------------
+
+
+class MetricPointOut(BaseModel):
+    step: int
+    value: float
+    timestamp: int  # ms since the epoch
+
+
+class MetricHistoryOut(BaseModel):
+    job_id: str
+    run_id: str | None  # None until the worker opened the run
+    metrics: dict[str, list[MetricPointOut]]
+
+
+class ArtifactOut(BaseModel):
+    name: str
+    media_type: str
+    size: int | None
+    url: str
+
+
+class ArtifactListOut(BaseModel):
+    job_id: str
+    run_id: str | None
+    items: list[ArtifactOut]
+
+
+# -- models and their events ------------------------------------------------------------
+
+
+class PromoteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int = Field(ge=1)
+    reason: str = Field(min_length=1, max_length=2000, description="why, for the audit log")
+
+
+class RollbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class ModelEventOut(BaseModel):
+    id: int
+    model_name: str
+    model_version: str | None
+    kind: str
+    value: str | None
+    at: datetime
+    message: str
+    data: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, e: ModelEvent) -> ModelEventOut:
+        return cls(
+            id=e.id,
+            model_name=e.model_name,
+            model_version=e.model_version,
+            kind=e.kind,
+            value=e.value,
+            at=e.at,
+            message=e.message,
+            data=e.data,
+        )
+
+
+class ModelSummaryOut(BaseModel):
+    """A registered model in the list, with its champion's main metric."""
+
+    name: str
+    task: str | None
+    description: str | None
+    created_at: str
+    updated_at: str
+    latest_version: int | None
+    champion_version: int | None
+    main_metric: str | None
+    champion_metric: float | None
+    aliases: dict[str, int]
+
+
+class ModelList(BaseModel):
+    items: list[ModelSummaryOut]
+
+
+class ModelVersionOut(BaseModel):
+    version: int
+    run_id: str | None
+    created_at: str
+    status: str
+    aliases: list[str]
+    is_champion: bool
+    task: str | None
+    main_metric: str | None
+    main_metric_value: float | None
+    metrics: dict[str, float | None]
+    champion_decision: str | None  # pending | promoted | kept | manual
+    source: str
+
+
+class ModelDetailOut(BaseModel):
+    name: str
+    task: str | None
+    description: str | None
+    created_at: str
+    updated_at: str
+    champion_version: int | None
+    aliases: dict[str, int]
+    versions: list[ModelVersionOut]  # newest first
+
+
+# -- schedules --------------------------------------------------------------------------
+
+
+class ScheduleEventOut(BaseModel):
+    id: int
+    at: datetime
+    kind: str
+    trigger: str | None
+    fire_time: datetime | None
+    job_id: str | None
+    message: str
+    data: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, e: ScheduleEvent) -> ScheduleEventOut:
+        return cls(
+            id=e.id,
+            at=e.at,
+            kind=e.kind,
+            trigger=e.trigger,
+            fire_time=e.fire_time,
+            job_id=e.job_id,
+            message=e.message,
+            data=e.data,
+        )
+
+
+class ScheduleOut(BaseModel):
+    id: str
+    name: str
+    template: dict[str, Any]
+    cron: str | None
+    cron_description: str | None  # e.g. "At 03:00 every day"
+    timezone: str
+    enabled: bool
+    overlap: str
+    misfire_grace_s: int
+    skip_if_data_unchanged: bool
+    drift: schedules.DriftTriggerSpec | None
+    next_fire_at: datetime | None
+    last_fire_at: datetime | None
+    last_job_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    events: list[ScheduleEventOut] | None = None  # newest first
+
+    @classmethod
+    def of(cls, s: Schedule, *, events: list[ScheduleEvent] | None = None) -> ScheduleOut:
+        return cls(
+            id=s.id,
+            name=s.name,
+            template=s.template,
+            cron=s.cron,
+            cron_description=cron.describe(s.cron) if s.cron else None,
+            timezone=s.timezone,
+            enabled=s.enabled,
+            overlap=s.overlap,
+            misfire_grace_s=s.misfire_grace_s,
+            skip_if_data_unchanged=s.skip_if_data_unchanged,
+            drift=schedules.spec_of(s).drift,
+            next_fire_at=s.next_fire_at,
+            last_fire_at=s.last_fire_at,
+            last_job_id=s.last_job_id,
+            created_at=s.created_at,
+            updated_at=s.updated_at,
+            events=None if events is None else [ScheduleEventOut.of(e) for e in events],
+        )
+
+
+class ScheduleList(BaseModel):
+    items: list[ScheduleOut]
+
+
+# -- serving and monitoring -------------------------------------------------------------
+
+
+class ScoreRequest(BaseModel):
+    folder: str = Field(min_length=1, max_length=4096, description="a folder under a data root")
+    alias: str | None = Field(None, max_length=100)
+    version: int | None = Field(None, ge=1)
+
+
+class PredictionOut(BaseModel):
+    """One image's answer. The task's fields (label and probabilities, boxes, mask summary)
+    follow `ok`; a file that could not be read has `ok` false and `error`."""
+
+    model_config = ConfigDict(extra="allow")
+    file: str
+    ok: bool
+    error: str | None = None
+
+
+class PredictOut(BaseModel):
+    model: str
+    version: int
+    aliases: list[str]
+    task: str | None
+    request_id: str
+    predictions: list[PredictionOut]  # in the order of the images sent
+
+
+class ScoreRunOut(BaseModel):
+    """A batch scoring of a folder (POST /models/{name}/score), polled until it ends."""
+
+    id: str
+    model: str
+    version: int
+    folder: str
+    state: str  # running | succeeded | failed
+    total: int
+    done: int
+    failed_images: int
+    error: str | None
+    created_at: str
+    finished_at: str | None
+
+
+class DriftReportOut(BaseModel):
+    """A drift report. In full (the latest, or one by id) it also carries the tests: the
+    statistics, MMD on embeddings and the prediction shift, as computed."""
+
+    model_config = ConfigDict(extra="allow")
+    id: int
+    created_at: str
+    model: str
+    version: int
+    trigger: str
+    verdict: str
+    window_verdict: str  # this window alone; `verdict` after the k-of-m alarm rule
+    reasons: list[str]
+    n_live: int
+    n_reference: int
+    first_prediction_id: int | None
+    last_prediction_id: int | None
+    seconds: float
+    plots: list[str]  # routes of its PNG plots
+
+    @classmethod
+    def of(cls, report: DriftReport, *, full: bool) -> DriftReportOut:
+        """From a stored DriftReport; `full` adds the tests (report.result)."""
+        out = cls(
+            id=report.id,
+            created_at=report.created_at.isoformat(),
+            model=report.model_name,
+            version=int(report.model_version),
+            trigger=report.trigger,
+            verdict=report.verdict,
+            window_verdict=report.window_verdict,
+            reasons=report.reasons,
+            n_live=report.n_live,
+            n_reference=report.n_reference,
+            first_prediction_id=report.first_prediction_id,
+            last_prediction_id=report.last_prediction_id,
+            seconds=round(report.seconds, 3),
+            plots=[
+                f"/models/{report.model_name}/drift/{report.id}/plots/{plot}"
+                for plot in ("histograms.png", "mmd.png")
+            ],
+        )
+        if full:
+            out = cls.model_validate({**out.model_dump(), **report.result})
+        return out
+
+
+class DriftOut(BaseModel):
+    model: str
+    latest: DriftReportOut | None  # in full
+    history: list[DriftReportOut]  # newest first, without the tests
+    thresholds: dict[str, Any]  # alpha, windows, permutations, alarm k-of-m
+    interval_s: float
+
+
+class PredictionRowOut(BaseModel):
+    """A row of the prediction log (its embedding left out)."""
+
+    id: int
+    at: datetime
+    version: int
+    request_id: str
+    source: str  # api | batch
+    file: str | None
+    sha256: str
+    stats: dict[str, float]  # the image statistics drift tests compare
+    summary: dict[str, Any]  # the prediction, summarised
+    sampled: bool
+    image: str | None  # the route of the kept image, when it was sampled
+
+
+class PredictionPage(BaseModel):
+    items: list[PredictionRowOut]
+
+
+# POST /models/{name}/predict takes its images either as multipart files or as JSON: FastAPI
+# declares one body encoding per route, so the request body is documented by hand.
+PREDICT_REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["files"],
+                "properties": {
+                    "files": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                },
+            }
+        },
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["images"],
+                "properties": {
+                    "images": {
+                        "type": "array",
+                        "description": "base64 strings, or {name, data} with data base64",
+                        "items": {
+                            "anyOf": [
+                                {"type": "string", "format": "byte"},
+                                {
+                                    "type": "object",
+                                    "required": ["data"],
+                                    "properties": {
+                                        "name": {"type": "string"},
+                                        "data": {"type": "string", "format": "byte"},
+                                    },
+                                },
+                            ]
+                        },
+                    }
+                },
+            }
+        },
+    },
+}

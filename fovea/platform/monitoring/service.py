@@ -26,6 +26,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from fovea.config import Settings
+from fovea.platform.errors import NoReference
 from fovea.platform.model_events import DRIFT_VERDICT, record_model_event
 from fovea.platform.monitoring.statistics import DriftSettings, Samples, alarm, compare
 from fovea.platform.store import DriftReport, Prediction, transaction, utcnow
@@ -34,10 +35,6 @@ from fovea.tasks.reference import STATISTICS, Reference
 log = logging.getLogger(__name__)
 
 VERDICT_EVENT = DRIFT_VERDICT
-
-
-class NoReference(LookupError):
-    """A model version without a drift reference (trained before references existed)."""
 
 
 @dataclass(frozen=True)

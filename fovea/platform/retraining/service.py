@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from fovea.platform.errors import SpecError
+from fovea.platform.errors import ScheduleConflict, SpecError
 from fovea.platform.jobs import service as jobs_svc
 from fovea.platform.jobs.spec import NAME_PATTERN, JobSpec
 from fovea.platform.jobs.validation import check_spec
@@ -106,10 +106,6 @@ class SchedulePatch(_Strict):
     misfire_grace_s: int | None = Field(None, ge=0, le=7 * 86400)
     skip_if_data_unchanged: bool | None = None
     drift: DriftTriggerSpec | None = None
-
-
-class ScheduleConflict(ValueError):
-    """A schedule name already taken (409)."""
 
 
 # -- CRUD ----------------------------------------------------------------------------------

@@ -22,11 +22,11 @@ from fovea.tasks.classification.metrics import (
     sample_predictions_png,
 )
 from fovea.tasks.classification.model import ARCHITECTURES, build_classifier, get_arch
-from fovea.tasks.common import BaseTask, PredictRequest
 from fovea.tasks.data.split import evenly_spaced
 from fovea.tasks.plots import confusion_matrix_png
 from fovea.tasks.preprocess import Geometry, denormalize
 from fovea.tasks.profile import EmbeddingSite
+from fovea.tasks.shared import BaseTask, PredictRequest
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # images [N, 3, H, W] float, labels [N] int64
 

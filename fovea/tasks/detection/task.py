@@ -14,7 +14,6 @@ from fovea.tasks.base import (
     EvalResult,
     ModelConfig,
 )
-from fovea.tasks.common import LossWeightedTask, PredictRequest
 from fovea.tasks.data.split import evenly_spaced
 from fovea.tasks.detection.data import PAD_VALUE, Batch, build_detection_data
 from fovea.tasks.detection.loss import check_loss_weights
@@ -35,6 +34,7 @@ from fovea.tasks.detection.model import (
 )
 from fovea.tasks.preprocess import Geometry, denormalize
 from fovea.tasks.profile import EmbeddingSite
+from fovea.tasks.shared import LossWeightedTask, PredictRequest
 
 SERVING_SCORE_THRESHOLD = 0.25  # predict_arrays: what a user wants to see, not what mAP needs
 

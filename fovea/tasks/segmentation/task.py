@@ -15,7 +15,6 @@ from fovea.tasks.base import (
     EvalResult,
     ModelConfig,
 )
-from fovea.tasks.common import LossWeightedTask, PredictRequest
 from fovea.tasks.data.split import evenly_spaced
 from fovea.tasks.preprocess import Geometry, denormalize
 from fovea.tasks.profile import EmbeddingSite
@@ -29,6 +28,7 @@ from fovea.tasks.segmentation.metrics import (
     segmentation_metrics,
 )
 from fovea.tasks.segmentation.model import ARCHITECTURES, build_segmenter
+from fovea.tasks.shared import LossWeightedTask, PredictRequest
 
 # Logits upsampled to the input size above this many elements (classes x pixels) would
 # take too much memory: such images get their labels upsampled (nearest) instead.
