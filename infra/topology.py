@@ -33,23 +33,12 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
+from fovea.cli.demo import digits_spec
+
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
 
-JOB = {
-    "name": "topology-digits",
-    "task": "classification",
-    "dataset": {"uri": "builtin://digits", "format": "imagefolder"},
-    "model": {"arch": "smallcnn"},
-    "train": {
-        "epochs": 1,
-        "batch_size": 64,
-        "image_size": 32,
-        "augment": {"horizontal_flip": False},
-    },
-    "resources": {"cpus": 1},
-    "register_as": "topology-digits",
-}
+JOB = digits_spec(name="topology-digits", epochs=1)
 
 
 def free_port() -> int:

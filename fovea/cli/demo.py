@@ -36,21 +36,43 @@ def demo_spec(shared: Path) -> dict[str, Any]:
             "resources": {"cpus": os.cpu_count() or 1},
             "register_as": "flowers-demo",
         }
-    return {
-        "name": "digits-demo",
+    return digits_spec(name="digits-demo", cpus=os.cpu_count() or 1)
+
+
+def digits_spec(
+    *,
+    name: str,
+    epochs: int = 6,
+    cpus: int = 1,
+    register_as: str | None = "",
+    val_split: float | None = None,
+    **train: Any,
+) -> dict[str, Any]:
+    """The smallest real job: a small CNN on the digits the package ships (no download),
+    registered under `name` unless `register_as` says otherwise (None: not registered).
+    Used by the demo on a machine without the shared datasets, infra/topology.py, the
+    benchmarks and the tests; `train` overrides training fields (lr, seed, ...)."""
+    dataset: dict[str, Any] = {"uri": "builtin://digits", "format": "imagefolder"}
+    if val_split is not None:
+        dataset["val_split"] = val_split
+    spec: dict[str, Any] = {
+        "name": name,
         "task": "classification",
-        "dataset": {"uri": "builtin://digits", "format": "imagefolder"},
+        "dataset": dataset,
         "model": {"arch": "smallcnn"},
         "train": {
-            "epochs": 6,
+            "epochs": epochs,
             "batch_size": 64,
             "lr": 0.003,
             "image_size": 32,
-            "augment": {"horizontal_flip": False},
+            "augment": {"horizontal_flip": False},  # digits are not mirror-symmetric
+            **train,
         },
-        "resources": {"cpus": os.cpu_count() or 1},
-        "register_as": "digits-demo",
+        "resources": {"cpus": cpus},
     }
+    if register_as is not None:
+        spec["register_as"] = register_as or name
+    return spec
 
 
 def demo(

@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.table import Table
 
 from fovea.cli import render
-from fovea.cli.terminal import client_for, console, fail
+from fovea.cli.terminal import client_for, console, fail, load_mapping
 from fovea.client import ApiError
 
 
@@ -27,12 +26,7 @@ def submit(
 ) -> None:
     """Submit a job spec file. A relative `dataset.uri` is read against the spec file's
     folder and sent as an absolute path."""
-    try:
-        spec = yaml.safe_load(spec_file.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        fail(f"cannot read {spec_file}: {exc}")
-    if not isinstance(spec, dict):
-        fail(f"{spec_file} must hold a job spec mapping (name, task, dataset, model, train)")
+    spec = load_mapping(spec_file, "job spec")  # name, task, dataset, model, train
     spec = with_absolute_paths(spec, base=spec_file.resolve().parent)
     client = client_for(url)
     try:

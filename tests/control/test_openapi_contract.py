@@ -167,7 +167,9 @@ def test_promote_and_rollback_of_a_name_mlflow_refuses_are_404(tmp_path: Path) -
             ("rollback", {"reason": "r"}),
             ("promote", {"version": 1, "reason": "r"}),
         ):
-            r = httpx.post(f"{live.url}/models/%0D/{action}", json=body, headers=headers)
+            # the first call creates the MLflow store: seconds on a loaded machine
+            url = f"{live.url}/models/%0D/{action}"
+            r = httpx.post(url, json=body, headers=headers, timeout=60)
             assert r.status_code == 404, (action, r.text)
             assert r.json()["error"] == "not_found"
 

@@ -5,7 +5,7 @@ is read in one place; the routers only build these."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,13 +17,22 @@ from fovea.platform.store import (
     Job,
     JobEvent,
     JobState,
-    ModelEvent,
     Schedule,
     ScheduleEvent,
 )
 
 
-class EventOut(BaseModel):
+class _Row(BaseModel):
+    """A response read from a stored row's attributes of the same names."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    @classmethod
+    def of(cls, row: object) -> Self:
+        return cls.model_validate(row)
+
+
+class EventOut(_Row):
     id: int
     at: datetime
     kind: str
@@ -31,18 +40,6 @@ class EventOut(BaseModel):
     to_state: JobState | None
     message: str
     data: dict[str, Any] | None
-
-    @classmethod
-    def of(cls, e: JobEvent) -> EventOut:
-        return cls(
-            id=e.id,
-            at=e.at,
-            kind=e.kind,
-            from_state=e.from_state,
-            to_state=e.to_state,
-            message=e.message,
-            data=e.data,
-        )
 
 
 class JobSummary(BaseModel):
@@ -188,7 +185,7 @@ class RollbackIn(BaseModel):
     reason: str = Field(min_length=1, max_length=2000)
 
 
-class ModelEventOut(BaseModel):
+class ModelEventOut(_Row):
     id: int
     model_name: str
     model_version: str | None
@@ -197,19 +194,6 @@ class ModelEventOut(BaseModel):
     at: datetime
     message: str
     data: dict[str, Any] | None
-
-    @classmethod
-    def of(cls, e: ModelEvent) -> ModelEventOut:
-        return cls(
-            id=e.id,
-            model_name=e.model_name,
-            model_version=e.model_version,
-            kind=e.kind,
-            value=e.value,
-            at=e.at,
-            message=e.message,
-            data=e.data,
-        )
 
 
 class ModelSummaryOut(BaseModel):
@@ -260,7 +244,7 @@ class ModelDetailOut(BaseModel):
 # -- schedules --------------------------------------------------------------------------
 
 
-class ScheduleEventOut(BaseModel):
+class ScheduleEventOut(_Row):
     id: int
     at: datetime
     kind: str
@@ -269,19 +253,6 @@ class ScheduleEventOut(BaseModel):
     job_id: str | None
     message: str
     data: dict[str, Any] | None
-
-    @classmethod
-    def of(cls, e: ScheduleEvent) -> ScheduleEventOut:
-        return cls(
-            id=e.id,
-            at=e.at,
-            kind=e.kind,
-            trigger=e.trigger,
-            fire_time=e.fire_time,
-            job_id=e.job_id,
-            message=e.message,
-            data=e.data,
-        )
 
 
 class ScheduleOut(BaseModel):
