@@ -1,4 +1,6 @@
-"""Job store: typed SQLAlchemy models, engines and Alembic migrations."""
+"""The SQL store of the control plane: typed SQLAlchemy tables (`job_tables`, `monitoring_tables`,
+`retraining_tables`), engines and sessions (`db`); the schema changes only through the Alembic
+migrations under `migrations/`."""
 
 from fovea.platform.store.db import (
     make_engine,
