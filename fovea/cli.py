@@ -24,7 +24,7 @@ from fovea.config import Settings
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fovea vision training platform")
 console = Console(width=max(Console().width, 120))
 TERMINAL = {"succeeded", "failed", "cancelled"}
-# What `submit --wait`, `status` and `demo` exit with, so a script can tell (README):
+# What `submit --wait`, `status` and `demo` exit with, so a script can tell (docs/training.md):
 # 1 is also every error of the command itself; 2 is a usage error (click's own).
 EXIT_CODES = {"succeeded": 0, "failed": 1, "cancelled": 3}
 EXIT_GAVE_UP = 4  # --timeout passed and the job had not ended
