@@ -8,7 +8,7 @@
 
 Both train the same model on the same data for the same epochs and batch size with the same
 number of CPU threads. Each run is a new process on both sides because the speed of one
-process is not the speed of the next: on the 2-core machine of the README, one process ran
+process is not the speed of the next: on the 2-core machine of bench/RESULTS.md, one process ran
 the loop at 244.8 and 241.4 images/s twice, the next at 232.6 and 233.4 (what the memory
 it happened to get gives), so a bare side run in the script's own process made every ratio
 of a run hang on one draw. Throughput is steady state: training images per second of the

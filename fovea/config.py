@@ -47,8 +47,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8742
     # Tick interval while this scheduler runs jobs: how fresh their progress is in the store
-    # (a job's end wakes it at once). Each tick costs a Ray call and a transaction; on two
-    # cores, 0.5 s took ~1.5% of a core from training.
+    # (a job's end wakes it at once). Each tick costs a Ray call and a transaction, CPU
+    # taken from training on a small machine: no shorter than progress needs.
     scheduler_interval_s: float = 2.0
     scheduler_idle_s: float = 30.0  # longest sleep of an idle scheduler (a commit wakes it)
     sqlite_check_s: float = 1.0  # SQLite: how often to look for other processes' commits

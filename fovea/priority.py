@@ -3,11 +3,10 @@
 On a machine whose cores a job keeps busy (the embedded default on a laptop or a two-core
 VM), every wakeup of a control-plane thread (Ray's gRPC pollers in the raylet, the GCS and
 the job's own worker process, the API's event loop, the scheduler's tick) preempts a
-training thread on the spot: read from /proc while a job trained on two cores through
-`fovea up`, each of its two training threads was preempted ~180 times a second, against
-62-77 in a bare PyTorch process. A SCHED_BATCH thread keeps its full share of the CPU (its
-nice value still counts) but waits for the running thread's time slice to end instead of
-preempting it (sched(7)): the same threads, with only this changed, 130 a second.
+training thread on the spot, far more often than in a bare PyTorch process. A SCHED_BATCH
+thread keeps its full share of the CPU (its nice value still counts) but waits for the
+running thread's time slice to end instead of preempting it (sched(7)), so the training
+threads are preempted less (counts read from /proc: bench/RESULTS.md).
 
 So Fovea's own processes (`fovea up`, `api`, `scheduler`, `dashboard`) and the daemons of
 the local Ray (`starting_daemons`, so its workers too) run in SCHED_BATCH; the thread that
@@ -18,8 +17,8 @@ replica (`serving_process`); the job's status pusher goes back to batch
 thread that starts it: it wakes once every two seconds, and in batch each of its calls
 would wait for a training time slice, which the benchmark would count as MLflow's. Latency: a
 control-plane thread that wakes while both cores train waits up to one time slice (a few
-ms) for its turn. SCHED_IDLE was tried for the control plane instead: training no faster,
-and `GET /jobs/{id}` answered in 260 ms (median) instead of 8-10 ms while a job trained.
+ms) for its turn. SCHED_IDLE was tried for the control plane instead and rejected: training
+no faster, and `GET /jobs/{id}` far slower while a job trained (bench/RESULTS.md).
 
 `FOVEA_CONTROL_PLANE_BATCH=0` turns it off. Elsewhere than on Linux all of this does nothing.
 """

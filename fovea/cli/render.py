@@ -14,7 +14,7 @@ from fovea.cli.terminal import console
 from fovea.client import Client
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
-# What `submit --wait`, `status` and `demo` exit with, so a script can tell (README):
+# What `submit --wait`, `status` and `demo` exit with, so a script can tell (docs/training.md):
 # 1 is also every error of the command itself; 2 is a usage error (click's own).
 EXIT_CODES = {"succeeded": 0, "failed": 1, "cancelled": 3}
 EXIT_GAVE_UP = 4  # --timeout passed and the job had not ended

@@ -91,7 +91,7 @@ class QuietServer(uvicorn.Server):
     """uvicorn's server with its housekeeping tick once a second instead of ten times.
 
     The tick only refreshes the Date header (once a second either way) and looks for a
-    shutdown request, but its ten wake-ups a second cost ~0.25% of a core, idle or not, a
+    shutdown request, but its ten wake-ups a second cost CPU, idle or not, a
     share taken from training on a small machine (bench/overhead.py). A Ctrl-C or SIGTERM
     is now noticed within `TICK_S` instead of 0.1 s."""
 

@@ -76,8 +76,8 @@ def image_grid_png(
 ) -> bytes:
     """uint8 [N, H, W, 3] images (same size) in a grid, each titled in its colour.
 
-    Drawn as one mosaic in one Axes: 16 separate Axes under a layout engine cost ~1 s a
-    figure, which would dominate a small model's epoch.
+    Drawn as one mosaic in one Axes: 16 separate Axes under a layout engine are slow enough
+    to dominate a small model's epoch.
     """
     count, height, width = images.shape[:3]
     rows = max(1, math.ceil(count / columns))

@@ -44,13 +44,13 @@ EMBEDDED_RAY_ENV = {
     "RAY_DASHBOARD_AGENT_CHECK_PARENT_INTERVAL_S": "2",
     "AUTOSCALER_UPDATE_INTERVAL_S": "30",
     # The log monitor (workers' output to this console) looks for new log files every 2 s,
-    # not ten times a second: a new worker's first lines come up to 2 s later, none lost
-    # (0.9% -> 0.3% of a core).
+    # not ten times a second: a new worker's first lines come up to 2 s later, none lost,
+    # and an idle stack wakes less (bench/RESULTS.md).
     "RAY_LOG_MONITOR_MANY_FILES_THRESHOLD": "0",
     "LOG_NAME_UPDATE_INTERVAL_S": "2",
     # The raylet's timers at 1 s, not 0.1-0.25 s: memory checks of the OOM killer, idle
     # workers to stop, object-store GC and pull retries, resource reports to the GCS (one
-    # node: nothing else waits on them). 0.85% -> 0.5-0.65% of a core, 119 -> 70-85 wakeups/s.
+    # node: nothing else waits on them), so the raylet wakes, and preempts training, less.
     "RAY_memory_monitor_refresh_ms": "1000",
     "RAY_kill_idle_workers_interval_ms": "1000",
     "RAY_raylet_check_gc_period_milliseconds": "1000",
@@ -110,8 +110,8 @@ class EmbeddedRay:
     """The local Ray of the embedded default (no FOVEA_RAY_ADDRESS), owned by this process.
 
     Started when work needs it and stopped after `idle_stop_s` with nothing on it, so an
-    idle `fovea up` runs no Ray process at all (bench/idle.py: Ray's daemons cost ~4% of a
-    core doing nothing). Holders say what keeps it up: "jobs" while the scheduler runs
+    idle `fovea up` runs no Ray process at all (Ray's daemons cost CPU even doing nothing:
+    bench/idle.py). Holders say what keeps it up: "jobs" while the scheduler runs
     any, "serving" once a model replica lives on it (replicas are never stopped behind the
     API's back). `idle_stop_s` 0: never stopped.
     """
@@ -137,7 +137,7 @@ class EmbeddedRay:
             os.environ.setdefault("RAY_worker_niceness", "0")
             # Only what the embedded default needs: no metrics export (the Ray dashboard is
             # off), no idle worker started ahead of a job, task events batched rarely, idle
-            # workers left after a job exit (each costs ~1% of a core doing nothing).
+            # workers left after a job exit (each costs CPU doing nothing).
             for name, value in EMBEDDED_RAY_ENV.items():
                 os.environ.setdefault(name, value)
             # a local Ray on loopback only (token auth stays on); its daemons and workers
@@ -207,7 +207,7 @@ def _stop_idle_head_daemons() -> None:
     that `ray.init` has no switch to leave out: the autoscaler's monitor (one machine of
     a fixed size: nothing to scale) and the dashboard's head process (started even with
     include_dashboard=False, for usage stats, which are off). Neither does anything else
-    here, yet they woke 14 and 32 times a second (gRPC pollers on 250 ms deadlines), and on
+    here, yet they wake several times a second (gRPC pollers on 250 ms deadlines), and on
     two cores a wakeup preempts a training thread while the other waits for it at the
     next barrier (bench/overhead.py). Through Ray's own Node.kill_* (what its fault
     tests use), so Ray's shutdown knows they are gone; where a Ray release lacks them,

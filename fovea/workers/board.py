@@ -1,7 +1,7 @@
 """The status board: workers push progress and events, the scheduler drains them.
 
 It lives in the key-value store of Ray's GCS (the cluster's own head process), not in an
-actor: an idle Ray actor process costs ~1% of a core on its own (its task loop checks for
+actor: an idle Ray actor process costs CPU on its own (its task loop checks for
 signals every 10 ms, a fixed interval in Ray's core worker), paid for the whole of every
 job on a machine whose cores the job wants. A `KVBoard` holds no state of its own beyond
 names, so it pickles into every worker and each process speaks to the GCS directly.

@@ -39,7 +39,7 @@ class DatasetSpec(_Strict):
         min_length=1, max_length=4096, description="a path under a data root, or builtin://<name>"
     )
     format: DatasetFormat = Field(
-        "imagefolder", description="per task: see the README; builtin:// URIs ignore it"
+        "imagefolder", description="per task: see docs/training.md; builtin:// URIs ignore it"
     )
     val_split: float = Field(0.2, gt=0.0, lt=1.0)
     class_map: dict[PixelValue, ClassName] | None = Field(

@@ -30,8 +30,8 @@ from fovea.tasks.weights import (
 class SmallCNN(nn.Module):
     """Five 3x3 conv layers, two stride-2 downsamplings, global pooling: for 16-64 px inputs.
 
-    With width 24: 0.16M parameters and ~17 MMACs at 32x32, about 800 images/s for a
-    training step on 2 CPU cores; any input size works thanks to the global pooling.
+    With width 24: 0.16M parameters and ~17 MMACs at 32x32, cheap enough to train on a few
+    CPU cores in tests and demos; any input size works thanks to the global pooling.
     """
 
     def __init__(self, *, num_classes: int, width: int = 24, dropout: float = 0.1) -> None:
