@@ -214,6 +214,7 @@ def _run_job(job: WorkerJob, *, board: Any, fit_fn: Callable[..., FitResult]) ->
 
         record = None
         if job.register_as:
+            from fovea.tracking.gate import Candidate, FrozenSetGate
             from fovea.tracking.registry import log_model
 
             card = task.model_card(model_config, job.data, class_names=data.class_names)
@@ -226,15 +227,19 @@ def _run_job(job: WorkerJob, *, board: Any, fit_fn: Callable[..., FitResult]) ->
                 registered_name=job.register_as,
                 metrics=result.metrics,
                 main_metric=task.main_metric,
-                decider=retraining.make_decider(
-                    job=job,
-                    task=task,
-                    data=data,
-                    data_config=data_config,
-                    card=card,
-                    state_dict=result.state_dict,
-                    device=device,
-                    logger=logger,
+                decider=FrozenSetGate(
+                    candidate=Candidate(
+                        task=task,
+                        card=card,
+                        state_dict=result.state_dict,
+                        data=data,
+                        data_config=data_config,
+                        train=job.train,
+                        device=device,
+                        run_id=logger.run_id,
+                    ),
+                    policy=job.promotion,
+                    tracking_uri=job.tracking_uri,
                     events=reporter,
                 ),
                 version_tags=retraining.dataset_tags(manifest),
