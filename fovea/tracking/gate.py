@@ -97,7 +97,7 @@ class GateDecision:
     eval_set: EvalSetRef | None
     reasons: list[str]
     policy: GatePolicy = field(default_factory=GatePolicy)
-    manual: bool = False  # a person promoted by hand (POST /models/{name}/promote)
+    manual: bool = False  # a person moved the champion (promote_by_hand, roll_back_by_hand)
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
