@@ -307,18 +307,14 @@ def fit(
                 {"epoch": epoch, "best_epoch": state.best_epoch},
             )
 
-    return FitResult(
-        metrics=dict(best.eval.metrics),
-        eval=best.eval,
-        history=state.history,
-        best_epoch=state.best_epoch,
-        epochs_run=state.epoch,
-        stopped_early=state.stopped_early,
+    return _fit_result(
+        state,
+        best,
+        # cancelled before any epoch finished: the weights as they are
+        state_dict=best.state or _cpu_state(training.eval_model),
         cancelled=cancelled,
         resumed_from_epoch=resumed_from,
         train_images_per_s=meter.images_per_s,
-        # cancelled before any epoch finished: the weights as they are
-        state_dict=best.state or _cpu_state(training.eval_model),
     )
 
 
@@ -327,25 +323,33 @@ def result_from_checkpoint(
 ) -> FitResult:
     """What `fit` returned, rebuilt from the checkpoint it left (the caller that started a
     DDP group reads rank 0's). No file: cancelled before the first epoch ended."""
-    if not path.is_file():
-        return FitResult(
-            metrics={},
-            eval=EvalResult(metrics={}),
-            history=[],
-            best_epoch=0,
-            epochs_run=0,
-            stopped_early=False,
-            cancelled=cancelled,
-            resumed_from_epoch=resumed_from_epoch,
-            train_images_per_s=train_images_per_s,
-            state_dict={},
-        )
-    checkpoint = load_checkpoint(path)
-    state = Progress(**checkpoint["progress"])
-    best = decode_eval(checkpoint["best_eval"])
+    state, best, weights = Progress(), Best(), {}
+    if path.is_file():
+        checkpoint = load_checkpoint(path)
+        state, best = Progress(**checkpoint["progress"]), _best_of(checkpoint)
+        weights = checkpoint["best_state_dict"] or checkpoint["model"]
+    return _fit_result(
+        state,
+        best,
+        state_dict=weights,
+        cancelled=cancelled,
+        resumed_from_epoch=resumed_from_epoch,
+        train_images_per_s=train_images_per_s,
+    )
+
+
+def _fit_result(
+    state: Progress,
+    best: Best,
+    *,
+    state_dict: dict[str, torch.Tensor],
+    cancelled: bool,
+    resumed_from_epoch: int | None,
+    train_images_per_s: float,
+) -> FitResult:
     return FitResult(
-        metrics=dict(best.metrics),
-        eval=best,
+        metrics=dict(best.eval.metrics),
+        eval=best.eval,
         history=state.history,
         best_epoch=state.best_epoch,
         epochs_run=state.epoch,
@@ -353,7 +357,7 @@ def result_from_checkpoint(
         cancelled=cancelled,
         resumed_from_epoch=resumed_from_epoch,
         train_images_per_s=train_images_per_s,
-        state_dict=checkpoint["best_state_dict"] or checkpoint["model"],
+        state_dict=state_dict,
     )
 
 
@@ -563,4 +567,8 @@ def _resume(path: Path, training: Training) -> tuple[Progress, Best]:
         progress = Progress(**checkpoint["progress"])
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:  # another model or run
         raise unusable_checkpoint(path, exc) from exc
-    return progress, Best(checkpoint["best_state_dict"], decode_eval(checkpoint["best_eval"]))
+    return progress, _best_of(checkpoint)
+
+
+def _best_of(checkpoint: Mapping[str, Any]) -> Best:
+    return Best(checkpoint["best_state_dict"], decode_eval(checkpoint["best_eval"]))

@@ -1,4 +1,5 @@
-"""Small helpers shared by the logger and the registry: clients, names, experiments.
+"""Small helpers shared by the logger, the registry and the gate: clients, names,
+experiments, the tags every registered Fovea version carries.
 
 Everything takes an explicit tracking URI: the API process may talk to one store while a
 test or a worker talks to another, so nothing here reads or sets mlflow's global URI.
@@ -20,6 +21,13 @@ MAX_PARAM_VALUE_LENGTH = 6000
 MAX_TAG_VALUE_LENGTH = 8000
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
+
+# Tags of every version log_model registers (see fovea.tracking.registry)
+TAG_TASK = "fovea.task"
+TAG_RUN_ID = "fovea.run_id"
+TAG_MAIN_METRIC = "fovea.main_metric"
+TAG_MAIN_VALUE = "fovea.main_metric_value"
+TAG_METRICS = "fovea.metrics"  # JSON object of every eval metric
 
 # MLflow accepts alphanumerics, "_", "-", ".", " ", "/" and (off Windows) ":" in metric and
 # param names. ":" is replaced too, so a run stays readable from a Windows client.

@@ -1,5 +1,8 @@
-"""The promotion gate's side of the MLflow registry: aliases, recorded decisions, the frozen
-evaluation set of each model, what each version was trained on, manual promote, rollback.
+"""The promotion gate's records in the MLflow registry: aliases, recorded decisions, the
+frozen evaluation set of each model, what each version was trained on.
+
+Nothing here compares models: fovea.tracking.gate decides, this module moves the aliases
+and records what it decided.
 
 Aliases: `champion` (what serves), `challenger` (the newest candidate the gate rejected).
 Every version the gate decided carries `fovea.gate` (the decision as JSON: both scores,
@@ -17,23 +20,27 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 from fovea.tracking._mlflow import MAX_TAG_VALUE_LENGTH, all_versions, error_code, make_client
-from fovea.tracking.gate import GateDecision
+
+if TYPE_CHECKING:
+    from fovea.tracking.gate import Decider, GateDecision
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 TAG_DECISION = "fovea.champion_decision"  # pending -> promoted | kept (| manual)
 TAG_GATE = "fovea.gate"  # JSON GateDecision
 TAG_PREVIOUS_CHAMPION = "fovea.previous_champion"  # set when a version becomes champion
+TAG_MANUAL_REASON = "fovea.manual_reason"  # why a person made this version champion
+TAG_ROLLED_BACK = "fovea.rolled_back"  # on a champion a person rolled back: why
 TAG_DATASET = "fovea.dataset"  # JSON manifest summary: digest, mode, files, bytes
 TAG_EVAL_NAME = "fovea.eval_set.name"
 TAG_EVAL_DIGEST = "fovea.eval_set.digest"
@@ -64,10 +71,11 @@ def decide_in_turn(
     *,
     name: str,
     version: int,
-    decider: Callable[[int, int | None], GateDecision],
+    decider: Decider,
 ) -> tuple[int | None, GateDecision]:
-    """Run the gate, `decider(version, champion version or None)`, for a new version once
-    every lower version is decided; apply and record it. Returns (champion before, decision).
+    """Run the gate, `decider(client, name=, version=, champion=version or None)`, for a new
+    version once every lower version is decided; apply and record it. Returns (champion
+    before, decision).
 
     Two jobs finishing at once: MLflow has no compare-and-set on aliases, so decisions are
     serialised by version number, which the registry hands out atomically. Each version is
@@ -80,7 +88,7 @@ def decide_in_turn(
     _wait_for_turn(client, name=name, version=version)
     previous = client.get_registered_model(name).aliases.get(CHAMPION)
     previous_version = int(previous) if previous is not None else None
-    decision = decider(version, previous_version)
+    decision = decider(client, name=name, version=version, champion=previous_version)
     apply_decision(client, name=name, version=version, decision=decision)
     return previous_version, decision
 
@@ -107,17 +115,43 @@ def _wait_for_turn(client: MlflowClient, *, name: str, version: int) -> None:
 
 
 def apply_decision(
-    client: MlflowClient, *, name: str, version: int, decision: GateDecision
+    client: MlflowClient, *, name: str, version: int, decision: GateDecision, reason: str = ""
 ) -> None:
-    """Move `champion` (promoted) or `challenger` (kept) and record the decision on the
-    version. The caller holds the version-order turn (see registry._decide_champion)."""
-    previous = client.get_registered_model(name).aliases.get(CHAMPION)
+    """Move `champion` (promoted) or `challenger` (kept) to `version` and record the
+    decision on it; `reason`: why a person decided (decision.manual). An automatic decision
+    is applied in its version-order turn (decide_in_turn)."""
+    aliases = client.get_registered_model(name).aliases
+    previous, challenger = aliases.get(CHAMPION), aliases.get(CHALLENGER)
     if decision.promote:
         client.set_registered_model_alias(name, CHAMPION, str(version))
         if previous is not None and int(previous) != version:
             client.set_model_version_tag(name, str(version), TAG_PREVIOUS_CHAMPION, str(previous))
+        if challenger is not None and int(challenger) == version:
+            client.delete_registered_model_alias(name, CHALLENGER)
     else:
         client.set_registered_model_alias(name, CHALLENGER, str(version))
+    _record(client, name=name, version=version, decision=decision)
+    if decision.manual:
+        client.set_model_version_tag(name, str(version), TAG_MANUAL_REASON, reason[:5000])
+
+
+def roll_back_to(
+    client: MlflowClient,
+    *,
+    name: str,
+    version: int,
+    current: int,
+    decision: GateDecision,
+    reason: str,
+) -> None:
+    """Give `champion` back to `version`, the one champion `current` replaced; `current`
+    keeps why it was rolled back, `version` the (manual) decision."""
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+    client.set_model_version_tag(name, str(current), TAG_ROLLED_BACK, reason[:5000] or "yes")
+    _record(client, name=name, version=version, decision=decision)
+
+
+def _record(client: MlflowClient, *, name: str, version: int, decision: GateDecision) -> None:
     text = json.dumps(decision.as_dict(), sort_keys=True, allow_nan=False)
     client.set_model_version_tag(name, str(version), TAG_GATE, text[:MAX_TAG_VALUE_LENGTH])
     outcome = "manual" if decision.manual else ("promoted" if decision.promote else "kept")
@@ -218,42 +252,29 @@ def freeze_eval_set(
     return eval_set
 
 
-# -- by hand -------------------------------------------------------------------------------
+# -- reading what a manual move needs -------------------------------------------------------
 
 
-def promote_version(*, tracking_uri: str, name: str, version: int, reason: str) -> dict[str, Any]:
-    """Make `version` the champion by hand. Returns {"from": old or None, "to": version}."""
-    client = make_client(tracking_uri)
-    aliases = _aliases(client, name)
-    _version_exists(client, name, version)
-    previous = aliases.get(CHAMPION)
-    if previous is not None and int(previous) == version:
-        raise PromotionError(f"version {version} of {name!r} is the champion already")
-    client.set_registered_model_alias(name, CHAMPION, str(version))
-    if previous is not None:
-        client.set_model_version_tag(name, str(version), TAG_PREVIOUS_CHAMPION, str(previous))
-    if aliases.get(CHALLENGER) is not None and int(aliases[CHALLENGER]) == version:
-        client.delete_registered_model_alias(name, CHALLENGER)
-    client.set_model_version_tag(name, str(version), TAG_DECISION, "manual")
-    client.set_model_version_tag(name, str(version), "fovea.manual_reason", reason[:5000])
-    return {"from": int(previous) if previous is not None else None, "to": version}
+def current_champion(client: MlflowClient, *, name: str) -> int | None:
+    """The champion version of `name` (None: it has none). Raises UnknownModelError."""
+    champion = _aliases(client, name).get(CHAMPION)
+    return int(champion) if champion is not None else None
 
 
-def rollback(*, tracking_uri: str, name: str, reason: str) -> dict[str, Any]:
-    """Give `champion` back to the version it replaced. Returns {"from", "to"}."""
-    client = make_client(tracking_uri)
-    current = _aliases(client, name).get(CHAMPION)
-    if current is None:
-        raise PromotionError(f"model {name!r} has no champion to roll back")
-    previous = client.get_model_version(name, str(current)).tags.get(TAG_PREVIOUS_CHAMPION)
-    if not previous:
-        raise PromotionError(
-            f"champion v{current} of {name!r} replaced no earlier champion; nothing to roll back to"
-        )
-    _version_exists(client, name, int(previous))
-    client.set_registered_model_alias(name, CHAMPION, previous)
-    client.set_model_version_tag(name, str(current), "fovea.rolled_back", reason[:5000] or "yes")
-    return {"from": int(current), "to": int(previous)}
+def replaced_champion(client: MlflowClient, *, name: str, version: int) -> int | None:
+    """The champion `version` replaced when it became champion, or None."""
+    previous = version_tags(client, name=name, version=version).get(TAG_PREVIOUS_CHAMPION)
+    return int(previous) if previous else None
+
+
+def version_tags(client: MlflowClient, *, name: str, version: int) -> dict[str, str]:
+    """The tags of a version. Raises UnknownModelError when it does not exist."""
+    try:
+        return dict(client.get_model_version(name, str(version)).tags)
+    except MlflowException as exc:
+        if error_code(exc) == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            raise UnknownModelError(f"model {name!r} has no version {version}") from None
+        raise
 
 
 def _aliases(client: MlflowClient, name: str) -> dict[str, str]:
@@ -262,13 +283,4 @@ def _aliases(client: MlflowClient, name: str) -> dict[str, str]:
     except MlflowException as exc:
         if error_code(exc) == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
             raise UnknownModelError(f"no registered model named {name!r}") from None
-        raise
-
-
-def _version_exists(client: MlflowClient, name: str, version: int) -> None:
-    try:
-        client.get_model_version(name, str(version))
-    except MlflowException as exc:
-        if error_code(exc) == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
-            raise UnknownModelError(f"model {name!r} has no version {version}") from None
         raise

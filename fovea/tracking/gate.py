@@ -1,7 +1,21 @@
-"""The promotion gate's decision: pure functions of two scores on one frozen evaluation set.
+"""The one promotion gate: whether a registered model's `champion` moves to a version, and why.
 
-A candidate replaces the champion only when, on the same frozen evaluation set and the
-task's main metric (higher is better), it
+Every change of champion is decided here and recorded as a GateDecision (moving the aliases
+and recording is fovea.tracking.champion's part):
+- a job that registers a model (a scheduled or drift-triggered retrain too) uses
+  `FrozenSetGate`: candidate and champion scored on the model's frozen evaluation set
+  (scoring: fovea.tracking.gate_scoring); the first decided version's validation split
+  becomes that set. Not comparable, so the champion stays, when the job did not hold the
+  set out or the classes changed;
+- a registration with nothing to score on (a script, a test) uses `on_validation_metrics`:
+  the validation main metric both versions recorded at registration, same rules, default
+  policy; a champion without that metric is not comparable;
+- a person uses `promote_by_hand` and `roll_back_by_hand`: decisions with `manual=True`,
+  the reason, and both versions' recorded scores, not checked against any rule.
+
+The rules (`decide`, `not_comparable`, the paired bootstrap) are pure numpy functions,
+unit-tested without a model or a store. A candidate replaces the champion only when, on
+the same frozen evaluation set and the task's main metric (higher is better), it
 - beats the champion (delta = candidate - champion > 0; a tie keeps the champion),
 - by at least `min_delta` (absolute) and `min_relative_delta` (of |champion|), like MLflow's
   MetricThreshold(min_absolute_change, min_relative_change),
@@ -11,8 +25,6 @@ task's main metric (higher is better), it
   `bootstrap_samples` times; the interval is the central `ci_level` of the resampled deltas.
   It needs per-image scores whose mean is the metric (classification: correct 0/1 for
   top-1); a task without them cannot pass a gate that requires the interval.
-
-Everything here is numpy only: decisions are unit-tested without a model or a store.
 """
 
 from __future__ import annotations
@@ -20,9 +32,18 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+from fovea.tracking import champion as records
+from fovea.tracking._mlflow import TAG_MAIN_METRIC, TAG_MAIN_VALUE, float_tag, make_client
+
+if TYPE_CHECKING:
+    import torch
+    from mlflow import MlflowClient
+
+    from fovea.tasks import DataBundle, DataConfig, EventSink, Task, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -76,7 +97,7 @@ class GateDecision:
     eval_set: EvalSetRef | None
     reasons: list[str]
     policy: GatePolicy = field(default_factory=GatePolicy)
-    manual: bool = False  # a person promoted by hand (POST /models/{name}/promote)
+    manual: bool = False  # a person moved the champion (promote_by_hand, roll_back_by_hand)
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -211,3 +232,242 @@ def not_comparable(
         reasons=[f"FAILED not comparable: {reason}"],
         policy=policy,
     )
+
+
+# -- the deciders registry.log_model runs in version order ---------------------------------
+
+
+class Decider(Protocol):
+    """The gate for a new version of registered model `name`; `champion`: the champion's
+    version then, None when it has none. Run by champion.decide_in_turn."""
+
+    def __call__(
+        self, client: MlflowClient, *, name: str, version: int, champion: int | None
+    ) -> GateDecision: ...
+
+
+def on_validation_metrics(
+    client: MlflowClient, *, name: str, version: int, champion: int | None
+) -> GateDecision:
+    """A Decider for registrations with no frozen evaluation set to score on: the
+    validation main metric each version recorded at registration, default policy."""
+    metric, value = _recorded_score(client, name=name, version=version)
+    if metric is None or value is None:
+        raise ValueError(f"version {version} of {name!r} recorded no main metric")
+    policy = GatePolicy()
+    if champion is None:
+        return decide(metric=metric, candidate=value, champion=None, policy=policy, eval_set=None)
+    champion_metric, champion_value = _recorded_score(client, name=name, version=champion)
+    if champion_metric != metric or champion_value is None:
+        # A champion set by hand with no Fovea metric (or another metric): nothing fair
+        # to compare with.
+        return not_comparable(
+            metric=metric,
+            candidate=value,
+            champion_version=champion,
+            reason=f"champion v{champion} has no {metric} to compare with",
+            policy=policy,
+            eval_set=None,
+        )
+    return decide(
+        metric=metric,
+        candidate=value,
+        champion=champion_value,
+        champion_version=champion,
+        policy=policy,
+        eval_set=None,
+    )
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A trained model for the gate to score, and what it was validated on."""
+
+    task: Task
+    card: Mapping[str, Any]
+    state_dict: Mapping[str, torch.Tensor]
+    data: DataBundle  # val: the model's frozen evaluation set if it had one, else the job's
+    data_config: DataConfig  # what `data` was built from
+    train: TrainConfig  # the loader settings training used
+    device: torch.device
+    run_id: str  # its MLflow run: an evaluation set frozen from its split is stored there
+
+
+@dataclass(frozen=True)
+class FrozenSetGate:
+    """The Decider of a training job: candidate and champion scored on the same frozen
+    evaluation set (frozen from the candidate's validation split when the model has none),
+    then `decide` with the job's policy."""
+
+    candidate: Candidate
+    policy: GatePolicy
+    tracking_uri: str
+    events: EventSink
+
+    def __call__(
+        self, client: MlflowClient, *, name: str, version: int, champion: int | None
+    ) -> GateDecision:
+        from fovea.tracking import gate_scoring as scoring  # torch: only where models score
+
+        c, metric, policy = self.candidate, self.candidate.task.main_metric, self.policy
+        # in turn: a job that started before this one may have frozen the set since
+        eval_set = records.load_eval_set(client, name=name) or self._freeze(client, name, version)
+        ref = scoring.eval_set_ref(eval_set, data=c.data, data_config=c.data_config)
+        score = scoring.score_candidate(c)
+        if not set(c.data.val_files) <= set(eval_set.files) or len(c.data.val_files) != ref.used:
+            return not_comparable(
+                metric=metric,
+                candidate=score.value,
+                champion_version=champion,
+                reason=f"this job did not hold out {eval_set.name} (it started before the set "
+                "was frozen, or trained on some of its files)",
+                policy=policy,
+                eval_set=ref,
+            )
+        if champion is None:
+            return decide(
+                metric=metric, candidate=score.value, champion=None, policy=policy, eval_set=ref
+            )
+        held = scoring.load_version(
+            c.task, tracking_uri=self.tracking_uri, name=name, version=champion
+        )
+        if list(held.card.get("class_names", [])) != list(c.data.class_names):
+            return not_comparable(
+                metric=metric,
+                candidate=score.value,
+                champion_version=champion,
+                reason=f"the classes changed (champion v{champion}: "
+                f"{held.card.get('class_names')}, candidate: {c.data.class_names})",
+                policy=policy,
+                eval_set=ref,
+            )
+        self.events("gate", f"scoring champion v{champion} on {ref.name} ({ref.used} images)")
+        held_score = scoring.score_held(held, candidate=c, events=self.events)
+        return decide(
+            metric=metric,
+            candidate=score.value,
+            champion=held_score.value,
+            champion_version=champion,
+            policy=policy,
+            eval_set=ref,
+            candidate_per_image=score.per_image,
+            champion_per_image=held_score.per_image,
+        )
+
+    def _freeze(self, client: MlflowClient, name: str, version: int) -> records.EvalSet:
+        from fovea.tracking.gate_scoring import eval_set_digest
+
+        files = self.candidate.data.val_files
+        eval_set = records.freeze_eval_set(
+            client,
+            name=name,
+            version=version,
+            run_id=self.candidate.run_id,
+            files=files,
+            digest=eval_set_digest(self.candidate.data_config, files=files),
+        )
+        self.events(
+            "eval_set_frozen",
+            f"froze {eval_set.name}: {len(eval_set.files)} validation images",
+            {"name": eval_set.name, "digest": eval_set.digest, "size": len(eval_set.files)},
+        )
+        return eval_set
+
+
+# -- by hand -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ManualMove:
+    """A champion moved by a person, and the decision recorded for it."""
+
+    from_version: int | None  # the champion before (None: there was none)
+    to_version: int
+    decision: GateDecision
+
+
+def promote_by_hand(*, tracking_uri: str, name: str, version: int, reason: str) -> ManualMove:
+    """Make `version` the champion of `name`, overriding the gate; recorded as a manual
+    decision. Raises PromotionError (UnknownModelError: no such model or version)."""
+    client = make_client(tracking_uri)
+    current = records.current_champion(client, name=name)
+    records.version_tags(client, name=name, version=version)  # it exists
+    if current == version:
+        raise records.PromotionError(f"version {version} of {name!r} is the champion already")
+    decision = _by_hand(
+        client, name=name, version=version, champion=current, why=f"promoted by hand: {reason}"
+    )
+    records.apply_decision(client, name=name, version=version, decision=decision, reason=reason)
+    return ManualMove(from_version=current, to_version=version, decision=decision)
+
+
+def roll_back_by_hand(*, tracking_uri: str, name: str, reason: str) -> ManualMove:
+    """Give `champion` back to the version the current champion replaced; recorded as a
+    manual decision on that version. Raises PromotionError."""
+    client = make_client(tracking_uri)
+    current = records.current_champion(client, name=name)
+    if current is None:
+        raise records.PromotionError(f"model {name!r} has no champion to roll back")
+    previous = records.replaced_champion(client, name=name, version=current)
+    if previous is None:
+        raise records.PromotionError(
+            f"champion v{current} of {name!r} replaced no earlier champion; nothing to roll back to"
+        )
+    records.version_tags(client, name=name, version=previous)  # it still exists
+    decision = _by_hand(
+        client,
+        name=name,
+        version=previous,
+        champion=current,
+        why=f"rolled back by hand from v{current}: {reason}",
+    )
+    records.roll_back_to(
+        client, name=name, version=previous, current=current, decision=decision, reason=reason
+    )
+    return ManualMove(from_version=current, to_version=previous, decision=decision)
+
+
+def _by_hand(
+    client: MlflowClient, *, name: str, version: int, champion: int | None, why: str
+) -> GateDecision:
+    """A person's decision: `why`, and the validation scores both versions recorded at
+    registration where they have the same metric (shown, not checked)."""
+    metric, value = _recorded_score(client, name=name, version=version)
+    champion_value = delta = None
+    reasons = [why]
+    if champion is not None:
+        champion_metric, champion_value = _recorded_score(client, name=name, version=champion)
+        if champion_metric != metric:
+            champion_value = None
+    if metric is None or value is None:
+        reasons.append(f"v{version} recorded no main metric")
+    elif champion_value is None:
+        reasons.append(f"recorded validation {metric}: v{version} {value:.4f}")
+    else:
+        delta = value - champion_value
+        reasons.append(
+            f"recorded validation {metric}: v{version} {value:.4f}, "
+            f"champion v{champion} {champion_value:.4f} ({delta:+.4f}; not checked)"
+        )
+    return GateDecision(
+        promote=True,
+        metric=metric or "",
+        candidate=math.nan if value is None else value,
+        champion=champion_value,
+        champion_version=champion,
+        delta=delta,
+        relative_delta=None,
+        ci_low=None,
+        ci_high=None,
+        eval_set=None,
+        reasons=reasons,
+        manual=True,
+    )
+
+
+def _recorded_score(
+    client: MlflowClient, *, name: str, version: int
+) -> tuple[str | None, float | None]:
+    """(main metric, its validation value) as log_model recorded them on the version."""
+    tags = records.version_tags(client, name=name, version=version)
+    return tags.get(TAG_MAIN_METRIC), float_tag(tags.get(TAG_MAIN_VALUE))

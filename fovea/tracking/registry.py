@@ -1,15 +1,13 @@
 """Logging, registering and finding Fovea models in the MLflow model registry.
 
 A model is logged as a pyfunc (fovea.tracking.pyfunc.FoveaModel) holding `card.json` and
-`weights.safetensors`; each registered version carries its run id and metrics as tags. The
-promotion gate (fovea.tracking.champion and .gate) decides whether `champion` moves to a
-new version: the worker's gate scores both on the model's frozen evaluation set; without
-one the validation main metrics are compared (higher is better, a tie keeps the champion).
+`weights.safetensors`; each registered version carries its run id and metrics as tags.
+Whether `champion` moves to a new version is the promotion gate's decision
+(fovea.tracking.gate), which the caller passes in; this module only runs it in turn.
 """
 
 from __future__ import annotations
 
-import functools
 import importlib.metadata
 import json
 import logging
@@ -17,7 +15,7 @@ import math
 import re
 import tempfile
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,9 +36,19 @@ from mlflow.protos.databricks_pb2 import (
     ErrorCode,
 )
 
-from fovea.tracking._mlflow import all_versions, error_code, float_tag, make_client
+from fovea.tracking._mlflow import (
+    TAG_MAIN_METRIC,
+    TAG_MAIN_VALUE,
+    TAG_METRICS,
+    TAG_RUN_ID,
+    TAG_TASK,
+    all_versions,
+    error_code,
+    float_tag,
+    make_client,
+)
 from fovea.tracking.champion import CHAMPION, TAG_DECISION, decide_in_turn
-from fovea.tracking.gate import GateDecision, GatePolicy, decide, not_comparable
+from fovea.tracking.gate import Decider, GateDecision
 from fovea.tracking.logger import RunLogger
 from fovea.tracking.pyfunc import ARTIFACT_CARD, ARTIFACT_WEIGHTS, signature_for
 
@@ -52,12 +60,6 @@ _log = logging.getLogger(__name__)
 
 CARD_FILE = "card.json"
 WEIGHTS_FILE = "weights.safetensors"
-
-TAG_TASK = "fovea.task"
-TAG_RUN_ID = "fovea.run_id"
-TAG_MAIN_METRIC = "fovea.main_metric"
-TAG_MAIN_VALUE = "fovea.main_metric_value"
-TAG_METRICS = "fovea.metrics"  # JSON object of every eval metric
 
 _MAX_MODEL_TAG_LENGTH = 100_000  # MLflow's limit for model version tag values
 # Distributions the pyfunc needs, pinned to what is installed: loading happens in the
@@ -144,15 +146,15 @@ def log_model(
     metrics: Mapping[str, float],
     main_metric: str,
     tracking_uri: str | None = None,
-    decider: Callable[[int, int | None], GateDecision] | None = None,
+    decider: Decider | None = None,
     version_tags: Mapping[str, str] | None = None,
 ) -> ModelRecord:
     """Log the model under the run, register it as a new version of `registered_name` (if
     given) and let the promotion gate decide whether `champion` moves to it.
 
-    `decider(new version, champion version or None) -> GateDecision` is the gate (the
-    worker's scores both models on the frozen evaluation set); without one, the validation
-    `main_metric` is compared with the champion's (it must beat it strictly). `version_tags`
+    `decider` is the gate, required with `registered_name`: a training job's
+    gate.FrozenSetGate, or gate.on_validation_metrics where there is nothing to score on.
+    It runs once every lower version is decided (champion.decide_in_turn). `version_tags`
     are added to the new version (e.g. the dataset manifest). `tracking_uri` is needed only
     when a bare run id is passed.
     """
@@ -171,6 +173,8 @@ def log_model(
         not registered_name.strip() or any(c in registered_name for c in "/:'\"")
     ):
         raise ValueError(f"registered model name {registered_name!r} is empty or has / : ' \"")
+    if registered_name is not None and decider is None:
+        raise ValueError("registering a model needs a decider (see fovea.tracking.gate)")
     card = {**card, "task": task_name}
     main_value = float(metrics[main_metric])
 
@@ -207,53 +211,38 @@ def log_model(
             raise
         client.finalize_logged_model(logged.model_id, "READY")
 
-        if registered_name is None:
-            return ModelRecord(
-                name=None,
-                version=None,
-                model_uri=f"models:/{logged.model_id}",
-                model_id=logged.model_id,
-                run_id=run_id,
-                main_metric=main_metric,
-                main_metric_value=main_value,
-                is_champion=False,
-                champion_version=None,
-                previous_champion_version=None,
-                previous_champion_metric=None,
-            )
-        version = _register(
-            client,
-            name=registered_name,
-            task_name=task_name,
-            source=logged.artifact_location,
-            model_id=logged.model_id,
-            run_id=run_id,
-            tags={
-                TAG_TASK: task_name,
-                TAG_RUN_ID: run_id,
-                TAG_MAIN_METRIC: main_metric,
-                TAG_MAIN_VALUE: repr(main_value),
-                TAG_METRICS: _metrics_tag(metrics, main_metric=main_metric),
-                TAG_DECISION: "pending",
-                **(version_tags or {}),
-            },
-        )
-        if decider is None:
-            decider = functools.partial(
-                _by_validation_metric,
+        version = previous = decision = None
+        if registered_name is not None:
+            assert decider is not None
+            version = _register(
                 client,
                 name=registered_name,
-                main_metric=main_metric,
-                value=main_value,
+                task_name=task_name,
+                source=logged.artifact_location,
+                model_id=logged.model_id,
+                run_id=run_id,
+                tags={
+                    TAG_TASK: task_name,
+                    TAG_RUN_ID: run_id,
+                    TAG_MAIN_METRIC: main_metric,
+                    TAG_MAIN_VALUE: repr(main_value),
+                    TAG_METRICS: _metrics_tag(metrics, main_metric=main_metric),
+                    TAG_DECISION: "pending",
+                    **(version_tags or {}),
+                },
             )
-        previous, decision = decide_in_turn(
-            client, name=registered_name, version=version, decider=decider
-        )
-    promoted = decision.promote
+            previous, decision = decide_in_turn(
+                client, name=registered_name, version=version, decider=decider
+            )
+    promoted = decision is not None and decision.promote
     return ModelRecord(
         name=registered_name,
         version=version,
-        model_uri=f"models:/{registered_name}/{version}",
+        model_uri=(
+            f"models:/{logged.model_id}"
+            if version is None
+            else f"models:/{registered_name}/{version}"
+        ),
         model_id=logged.model_id,
         run_id=run_id,
         main_metric=main_metric,
@@ -261,7 +250,7 @@ def log_model(
         is_champion=promoted,
         champion_version=version if promoted else previous,
         previous_champion_version=previous,
-        previous_champion_metric=decision.champion,
+        previous_champion_metric=decision.champion if decision is not None else None,
         decision=decision,
     )
 
@@ -366,44 +355,6 @@ def _register(
         name, source=source, run_id=run_id, tags=tags, model_id=model_id
     )
     return int(version.version)
-
-
-def _by_validation_metric(
-    client: MlflowClient,
-    version: int,
-    champion: int | None,
-    *,
-    name: str,
-    main_metric: str,
-    value: float,
-) -> GateDecision:
-    """The gate on the validation metrics both versions logged (no frozen evaluation)."""
-    policy = GatePolicy()
-    if champion is None:
-        return decide(
-            metric=main_metric, candidate=value, champion=None, policy=policy, eval_set=None
-        )
-    tags = client.get_model_version(name, str(champion)).tags
-    champion_value = float_tag(tags.get(TAG_MAIN_VALUE))
-    if tags.get(TAG_MAIN_METRIC) != main_metric or champion_value is None:
-        # A champion set by hand with no Fovea metric (or another metric): nothing fair
-        # to compare with.
-        return not_comparable(
-            metric=main_metric,
-            candidate=value,
-            champion_version=champion,
-            reason=f"champion v{champion} has no {main_metric} to compare with",
-            policy=policy,
-            eval_set=None,
-        )
-    return decide(
-        metric=main_metric,
-        candidate=value,
-        champion=champion_value,
-        champion_version=champion,
-        policy=policy,
-        eval_set=None,
-    )
 
 
 # -- reading ----------------------------------------------------------------------------

@@ -1,8 +1,13 @@
-"""What runs inside a Ray worker: WorkerJob -> task -> engine -> MLflow -> JobResult."""
+"""What runs inside a Ray worker: WorkerJob -> JobResult.
+
+A job's life (`_run_job`): open its MLflow run, then the phases of fovea.workers.phases,
+prepare -> train -> publish, and the result; a user error or a crash anywhere fails it by
+the failure policy (fovea.workers.failures). BoardReporter carries progress and events to
+the status board on the way.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import shutil
 import threading
@@ -11,16 +16,15 @@ import traceback
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from fovea import priority
 from fovea.tasks import DataConfig, ModelConfig, UserError, get_task
-from fovea.tasks.engine import FitResult, fit, select_device
-from fovea.tasks.plots import training_curves_png
-from fovea.workers import retraining
+from fovea.tasks.engine import FitResult, fit
+from fovea.tracking.logger import RunLogger
+from fovea.workers import phases
 from fovea.workers.failures import OutcomeKind, classify_exception
 from fovea.workers.types import JobResult, WorkerJob
 
@@ -139,8 +143,6 @@ def run_job(job: WorkerJob, *, board: Any, fit_fn: Callable[..., FitResult] = fi
 
 
 def _run_job(job: WorkerJob, *, board: Any, fit_fn: Callable[..., FitResult]) -> JobResult:
-    from fovea.tracking.logger import RunLogger
-
     started = time.monotonic()
     torch.set_num_threads(max(1, int(job.cpus)))
     reporter = BoardReporter(
@@ -153,124 +155,14 @@ def _run_job(job: WorkerJob, *, board: Any, fit_fn: Callable[..., FitResult]) ->
     logger = None
     try:
         task = get_task(job.task, train=job.train)
-        logger = RunLogger(
-            tracking_uri=job.tracking_uri,
-            experiment=None if job.mlflow_run_id else job.experiment,
-            artifact_root=job.artifact_root,
-            run_name=f"{job.name}-{job.job_id}",
-            run_id=job.mlflow_run_id,
-            tags={"fovea.job_id": job.job_id, "fovea.task": job.task, "fovea.project": job.project},
-        )
-        reporter.logger = logger
-        reporter.event("mlflow_run", f"MLflow run {logger.run_id}", {"run_id": logger.run_id})
-        if job.mlflow_run_id is None:
-            logger.log_params(_params(job))
-        logger.set_tags({"fovea.attempt": str(job.attempt)})
-
-        model_config = _resolve_weights(job)
-        manifest = retraining.record_dataset(job=job, logger=logger, events=reporter)
-        data_config, _ = retraining.frozen_split(job=job, logger=logger)
-        data = task.build_data(data_config, events=reporter)
-        reporter.event(
-            "data",
-            f"{len(data.train)} training and {len(data.val)} validation images, "
-            f"{len(data.class_names)} classes",
-            {**data.stats, "train": len(data.train), "val": len(data.val)},
-        )
-        torch.manual_seed(job.train.seed)  # the initial weights too follow train.seed
-        model = task.build_model(model_config, num_classes=len(data.class_names))
-        device = select_device("cuda" if job.gpus > 0 and job.workers == 1 else "cpu")
-        fit_started = time.monotonic()
-        blocked_before_fit = logger.blocking_seconds
-        mlflow_before_fit = logger.mlflow_seconds
-        mlflow_cpu_before_fit = logger.mlflow_cpu_seconds
-        result = fit_fn(
-            task,
-            model,
-            data,
-            job.train,
-            device=device,
-            checkpoint_dir=Path(job.checkpoint_dir),
-            reporter=reporter,
-        )
-        fit_seconds = time.monotonic() - fit_started
-        blocked_in_fit = logger.blocking_seconds - blocked_before_fit
-        mlflow_in_fit = logger.mlflow_seconds - mlflow_before_fit
-        mlflow_cpu_in_fit = logger.mlflow_cpu_seconds - mlflow_cpu_before_fit
-        if result.cancelled:
-            logger.close(status="KILLED")
-            reporter.push(wait=True)
-            return JobResult(status="cancelled", mlflow_run_id=logger.run_id)
-
-        logger.log_metrics(
-            {f"final/{k}": v for k, v in result.metrics.items()}, step=result.best_epoch
-        )
-        logger.log_figure_bytes("training_curves.png", training_curves_png(result.history))
-        for name, png in result.eval.figures.items():
-            logger.log_figure_bytes(name, png)
-        for name, table in result.eval.tables.items():
-            logger.log_json(name, table)
-        logger.log_json("history.json", result.history)
-
-        record = None
-        if job.register_as:
-            from fovea.tracking.registry import log_model
-
-            card = task.model_card(model_config, job.data, class_names=data.class_names)
-            _log_reference(logger, task, card, result.state_dict, job, data, reporter)
-            record = log_model(
-                logger_or_run_id=logger,
-                task_name=job.task,
-                card=card,
-                state_dict=result.state_dict,
-                registered_name=job.register_as,
-                metrics=result.metrics,
-                main_metric=task.main_metric,
-                decider=retraining.make_decider(
-                    job=job,
-                    task=task,
-                    data=data,
-                    data_config=data_config,
-                    card=card,
-                    state_dict=result.state_dict,
-                    device=device,
-                    logger=logger,
-                    events=reporter,
-                ),
-                version_tags=retraining.dataset_tags(manifest),
-            )
-            retraining.record_decision(record=record, logger=logger, events=reporter)
-            reporter.event(
-                "model_registered",
-                f"registered {record.name} v{record.version}"
-                + (" as champion" if record.is_champion else " (champion unchanged)"),
-                {
-                    "name": record.name,
-                    "version": str(record.version),
-                    "champion": record.is_champion,
-                },
-            )
-        logger.close(status="FINISHED")
-        # The best weights now live in MLflow; checkpoints only serve resuming a failed run.
-        shutil.rmtree(job.checkpoint_dir, ignore_errors=True)
-        reporter.push(wait=True)
-        return JobResult(
-            status="succeeded",
-            metrics=result.metrics,
-            mlflow_run_id=logger.run_id,
-            model_name=record.name if record else None,
-            model_version=str(record.version) if record else None,
-            is_champion=bool(record and record.is_champion),
-            train_images_per_s=result.train_images_per_s,
-            timings={
-                "wall_s": time.monotonic() - started,
-                "fit_s": fit_seconds,
-                "mlflow_s": logger.mlflow_seconds,
-                "mlflow_blocking_s": logger.blocking_seconds,
-                "mlflow_blocking_fit_s": blocked_in_fit,
-                "mlflow_fit_s": mlflow_in_fit,
-                "mlflow_cpu_fit_s": mlflow_cpu_in_fit,
-            },
+        logger = _open_run(job, reporter=reporter)
+        prepared = phases.prepare(job, task=task, logger=logger, events=reporter)
+        trained = phases.train(job, prepared, logger=logger, reporter=reporter, fit_fn=fit_fn)
+        if trained.result.cancelled:
+            return _cancelled(logger, reporter)
+        published = phases.publish(job, prepared, trained, logger=logger, events=reporter)
+        return _succeeded(
+            job, trained, published, logger=logger, reporter=reporter, started=started
         )
     except UserError as exc:
         return _failed(logger, reporter, str(exc), OutcomeKind.USER_ERROR)
@@ -279,31 +171,62 @@ def _run_job(job: WorkerJob, *, board: Any, fit_fn: Callable[..., FitResult]) ->
         return _failed(logger, reporter, f"{type(exc).__name__}: {exc}", classify_exception(exc))
 
 
-def _log_reference(
-    logger: Any,
-    task: Any,
-    card: dict[str, Any],
-    state_dict: dict[str, torch.Tensor],
-    job: WorkerJob,
-    data: Any,
-    reporter: BoardReporter,
-) -> None:
-    """The version's frozen drift reference: the trained model's profile of validation
-    images, by the same code that profiles live images (fovea/tasks/profile.py)."""
-    from fovea.tasks.profile import reference_images, reference_profile
-    from fovea.tracking.versions import REFERENCE_PATH
-
-    started = time.monotonic()
-    images = reference_images(job.data, data)
-    reference = reference_profile(task, card, state_dict, images)
-    folder, _, name = REFERENCE_PATH.rpartition("/")
-    logger.log_bytes(name, reference.to_npz(), artifact_path=folder)
-    reporter.event(
-        "drift_reference",
-        f"drift reference: {len(images)} validation images, {reference.embeddings.shape[1]} "
-        f"embedding components keep {reference.explained_variance:.0%} of the variance",
-        {"images": len(images), "seconds": round(time.monotonic() - started, 2)},
+def _open_run(job: WorkerJob, *, reporter: BoardReporter) -> RunLogger:
+    """The job's MLflow run: a new one, or on a retry the run the first attempt opened."""
+    logger = RunLogger(
+        tracking_uri=job.tracking_uri,
+        experiment=None if job.mlflow_run_id else job.experiment,
+        artifact_root=job.artifact_root,
+        run_name=f"{job.name}-{job.job_id}",
+        run_id=job.mlflow_run_id,
+        tags={"fovea.job_id": job.job_id, "fovea.task": job.task, "fovea.project": job.project},
     )
+    reporter.logger = logger
+    reporter.event("mlflow_run", f"MLflow run {logger.run_id}", {"run_id": logger.run_id})
+    if job.mlflow_run_id is None:
+        logger.log_params(_params(job))
+    logger.set_tags({"fovea.attempt": str(job.attempt)})
+    return logger
+
+
+def _succeeded(
+    job: WorkerJob,
+    trained: phases.Trained,
+    published: phases.Published,
+    *,
+    logger: RunLogger,
+    reporter: BoardReporter,
+    started: float,
+) -> JobResult:
+    logger.close(status="FINISHED")
+    # The best weights now live in MLflow; checkpoints only serve resuming a failed run.
+    shutil.rmtree(job.checkpoint_dir, ignore_errors=True)
+    reporter.push(wait=True)
+    result, record = trained.result, published.record
+    return JobResult(
+        status="succeeded",
+        metrics=result.metrics,
+        mlflow_run_id=logger.run_id,
+        model_name=record.name if record else None,
+        model_version=str(record.version) if record else None,
+        is_champion=bool(record and record.is_champion),
+        train_images_per_s=result.train_images_per_s,
+        timings={
+            "wall_s": time.monotonic() - started,
+            "fit_s": trained.fit_s,
+            "mlflow_s": logger.mlflow_seconds,
+            "mlflow_blocking_s": logger.blocking_seconds,
+            "mlflow_blocking_fit_s": trained.mlflow_blocking_fit_s,
+            "mlflow_fit_s": trained.mlflow_fit_s,
+            "mlflow_cpu_fit_s": trained.mlflow_cpu_fit_s,
+        },
+    )
+
+
+def _cancelled(logger: RunLogger, reporter: BoardReporter) -> JobResult:
+    logger.close(status="KILLED")
+    reporter.push(wait=True)
+    return JobResult(status="cancelled", mlflow_run_id=logger.run_id)
 
 
 def _failed(logger: Any, reporter: BoardReporter, error: str, kind: OutcomeKind) -> JobResult:
@@ -317,21 +240,6 @@ def _failed(logger: Any, reporter: BoardReporter, error: str, kind: OutcomeKind)
             log.warning("could not close the MLflow run", exc_info=True)
     reporter.push(wait=True)
     return JobResult(status="failed", error=error, mlflow_run_id=run_id, failure=kind.value)
-
-
-def _resolve_weights(job: WorkerJob) -> ModelConfig:
-    """models:/<name>@<alias> -> a local weights file the task can load."""
-    weights = job.model.weights
-    if not weights or not weights.startswith("models:/"):
-        return job.model
-    from fovea.tracking.registry import ModelNotFoundError, download_weights
-
-    dst = Path(job.checkpoint_dir) / "init"
-    try:
-        path, _card = download_weights(tracking_uri=job.tracking_uri, uri=weights, dst=dst)
-    except ModelNotFoundError as exc:
-        raise UserError(f"model.weights: {exc}") from None
-    return dataclasses.replace(job.model, weights=str(path))  # keeps arch and backbone
 
 
 def _params(job: WorkerJob) -> dict[str, Any]:

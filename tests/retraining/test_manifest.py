@@ -15,6 +15,7 @@ import torch
 from fovea.tasks.data.manifest import dataset_manifest
 from fovea.tracking import RunLogger, log_model
 from fovea.tracking.champion import TAG_DATASET
+from fovea.tracking.gate import on_validation_metrics
 from tests.retraining.conftest import TEMPLATE, events, job_count
 from tests.retraining.conftest import make_schedule as _make_schedule
 
@@ -92,6 +93,7 @@ def test_a_retrain_on_unchanged_data_is_skipped(sessions, tmp_path: Path) -> Non
             registered_name="digits",
             metrics={"top1": 0.8},
             main_metric="top1",
+            decider=on_validation_metrics,
             version_tags={TAG_DATASET: json.dumps({"digest": manifest.digest, "mode": "stat"})},
         )
     template = {**TEMPLATE, "dataset": {"uri": str(root)}}

@@ -13,6 +13,7 @@ import torch
 from fovea.config import Settings
 from fovea.platform.api.app import create_app
 from fovea.tracking import RunLogger, log_model
+from fovea.tracking.gate import on_validation_metrics
 from tests.support import LiveServer, free_port
 
 TOKEN = "promote-token"
@@ -38,6 +39,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
                     registered_name="flowers",
                     metrics={"top1": top1},
                     main_metric="top1",
+                    decider=on_validation_metrics,
                 )
         yield live
 
@@ -64,16 +66,23 @@ def test_rollback_and_promote_are_audited(client: httpx.Client) -> None:
 
     r = client.post("/models/flowers/rollback", json={"reason": "v3 misclassifies roses"})
     assert r.status_code == 200, r.text
-    assert r.json()["kind"] == "rollback" and r.json()["data"] == {
+    data = r.json()["data"]
+    assert r.json()["kind"] == "rollback" and {k: data[k] for k in ("from", "to", "reason")} == {
         "from": 3,
         "to": 1,
         "reason": "v3 misclassifies roses",
     }
+    # the gate's record of it: a manual decision with both recorded scores
+    decision = data["decision"]
+    assert decision["manual"] and decision["promote"] and decision["champion_version"] == 3
+    assert (decision["candidate"], decision["champion"]) == (0.5, 0.7)
+    assert decision["reasons"][0] == "rolled back by hand from v3: v3 misclassifies roses"
     assert client.get("/models/flowers").json()["champion_version"] == 1
 
     r = client.post("/models/flowers/promote", json={"version": 2, "reason": "won the A/B test"})
     assert r.status_code == 200, r.text
     assert r.json()["message"] == "champion v1 -> v2 by hand: won the A/B test"
+    assert r.json()["data"]["decision"]["reasons"][0] == "promoted by hand: won the A/B test"
     after = client.get("/models/flowers").json()
     assert after["champion_version"] == 2 and "challenger" not in after["aliases"]
 

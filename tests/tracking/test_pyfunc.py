@@ -20,6 +20,7 @@ from torch import nn
 from fovea.tasks import DataConfig, ModelConfig, Task, get_task
 from fovea.tracking import CHAMPION, RunLogger, log_model
 from fovea.tracking._mlflow import make_client
+from fovea.tracking.gate import on_validation_metrics
 from fovea.tracking.pyfunc import as_image_batch
 
 if TYPE_CHECKING:
@@ -99,6 +100,7 @@ def _log(store: MlflowStore, name: str, trained: Trained) -> str:
             registered_name=name,
             metrics={"top1": 1.0},
             main_metric="top1",
+            decider=on_validation_metrics,
         )
     assert record.is_champion
     return make_client(store.tracking_uri).get_model_version_download_uri(name, "1")

@@ -21,6 +21,7 @@ from fovea.tracking import (
     log_model,
 )
 from fovea.tracking._mlflow import make_client
+from fovea.tracking.gate import on_validation_metrics
 
 if TYPE_CHECKING:
     from tests.tracking.conftest import MlflowStore
@@ -37,7 +38,8 @@ CARD = {
 def _register(
     store: MlflowStore, name: str, top1: float, *, seed: int = 0, **log_kw: Any
 ) -> ModelRecord:
-    """Log and register a tiny model; `log_kw` goes to log_model (decider, version_tags)."""
+    """Log and register a tiny model; `log_kw` go to log_model (decider, version_tags,
+    metrics). The decider is the gate on recorded validation metrics unless one is given."""
     torch.manual_seed(seed)
     state_dict = {"head.weight": torch.randn(3, 4), "head.bias": torch.zeros(3)}
     with RunLogger(
@@ -49,9 +51,12 @@ def _register(
             card=CARD,
             state_dict=state_dict,
             registered_name=name,
-            metrics={"top1": top1, "loss": 0.3, "f1/red": float("nan")},
-            main_metric="top1",
-            **log_kw,
+            **{
+                "metrics": {"top1": top1, "loss": 0.3, "f1/red": float("nan")},
+                "main_metric": "top1",
+                "decider": on_validation_metrics,
+                **log_kw,
+            },
         )
 
 
@@ -189,6 +194,7 @@ def test_log_without_registering_and_bad_arguments(
             "state_dict": {"w": torch.ones(2)},
             "metrics": {"top1": 0.5},
             "main_metric": "top1",
+            "decider": on_validation_metrics,
         }
         record = log_model(
             logger_or_run_id=run_logger.run_id,
@@ -208,6 +214,12 @@ def test_log_without_registering_and_bad_arguments(
                 logger_or_run_id=run_logger,
                 registered_name=unique_name,
                 **{**common, "task_name": "detection"},
+            )
+        with pytest.raises(ValueError, match="needs a decider"):
+            log_model(
+                logger_or_run_id=run_logger,
+                registered_name=unique_name,
+                **{**common, "decider": None},
             )
         with pytest.raises(ValueError, match="tracking_uri is required"):
             log_model(logger_or_run_id=run_logger.run_id, registered_name=None, **common)

@@ -1,13 +1,16 @@
 """Manual promotion and rollback of a registered model's champion, audited in model_events.
 
-The automatic decisions are made by the promotion gate inside the worker that trained the
-candidate (fovea.workers.gate); a person overrides them here, always with a reason.
+The promotion gate (fovea.tracking.gate) decides automatically in the worker that trained
+the candidate; a person overrides it here, always with a reason. The override goes through
+the gate too: it is recorded on the version as a GateDecision with `manual=True` (the
+reason, both versions' recorded scores), which the audit event carries as `decision`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
@@ -15,15 +18,18 @@ from fovea.platform.errors import InvalidTransition, NotFound
 from fovea.platform.model_events import PROMOTION, ROLLBACK, record_model_event
 from fovea.platform.store import ModelEvent
 
+if TYPE_CHECKING:
+    from fovea.tracking.gate import ManualMove
+
 
 def promote(
     *, session: Session, tracking_uri: str, name: str, version: int, reason: str
 ) -> ModelEvent:
     """Make `version` the champion of `name` by hand."""
-    from fovea.tracking import champion as promotion
+    from fovea.tracking import gate
 
     with _as_platform_errors():
-        moved = promotion.promote_version(
+        move = gate.promote_by_hand(
             tracking_uri=tracking_uri, name=name, version=version, reason=reason
         )
     return record_model_event(
@@ -32,26 +38,35 @@ def promote(
         model_version=version,
         kind=PROMOTION,
         value="manual",
-        message=f"champion v{moved['from']} -> v{moved['to']} by hand: {reason}",
-        data={**moved, "reason": reason},
+        message=f"champion v{move.from_version} -> v{move.to_version} by hand: {reason}",
+        data=_audit(move, reason=reason),
     )
 
 
 def roll_back(*, session: Session, tracking_uri: str, name: str, reason: str) -> ModelEvent:
     """Give `champion` back to the version the current champion replaced."""
-    from fovea.tracking import champion as promotion
+    from fovea.tracking import gate
 
     with _as_platform_errors():
-        moved = promotion.rollback(tracking_uri=tracking_uri, name=name, reason=reason)
+        move = gate.roll_back_by_hand(tracking_uri=tracking_uri, name=name, reason=reason)
     return record_model_event(
         session=session,
         model_name=name,
-        model_version=moved["to"],
+        model_version=move.to_version,
         kind=ROLLBACK,
         value="manual",
-        message=f"champion v{moved['from']} rolled back to v{moved['to']}: {reason}",
-        data={**moved, "reason": reason},
+        message=f"champion v{move.from_version} rolled back to v{move.to_version}: {reason}",
+        data=_audit(move, reason=reason),
     )
+
+
+def _audit(move: ManualMove, *, reason: str) -> dict[str, Any]:
+    return {
+        "from": move.from_version,
+        "to": move.to_version,
+        "reason": reason,
+        "decision": move.decision.as_dict(),
+    }
 
 
 @contextmanager
