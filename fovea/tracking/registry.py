@@ -17,7 +17,7 @@ import tempfile
 import warnings
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +50,7 @@ from fovea.tracking._mlflow import (
 from fovea.tracking.champion import CHAMPION, TAG_DECISION, decide_in_turn
 from fovea.tracking.gate import Decider, GateDecision
 from fovea.tracking.logger import RunLogger
+from fovea.tracking.model_views import ModelDetail, ModelSummary, ModelVersionInfo
 from fovea.tracking.pyfunc import ARTIFACT_CARD, ARTIFACT_WEIGHTS, signature_for
 
 if TYPE_CHECKING:
@@ -89,48 +90,6 @@ class ModelRecord:
     previous_champion_version: int | None
     previous_champion_metric: float | None  # its score in the decision
     decision: GateDecision | None = None  # None when not registered
-
-
-@dataclass(frozen=True)
-class ModelVersionInfo:
-    version: int
-    run_id: str | None
-    created_at: str  # ISO 8601, UTC
-    status: str
-    aliases: list[str]
-    is_champion: bool
-    task: str | None
-    main_metric: str | None
-    main_metric_value: float | None
-    metrics: dict[str, float | None]
-    champion_decision: str | None  # pending | promoted | kept; None if not logged by Fovea
-    source: str
-
-
-@dataclass(frozen=True)
-class ModelSummary:
-    name: str
-    task: str | None
-    description: str | None
-    created_at: str
-    updated_at: str
-    latest_version: int | None
-    champion_version: int | None
-    main_metric: str | None
-    champion_metric: float | None
-    aliases: dict[str, int]
-
-
-@dataclass(frozen=True)
-class ModelDetail:
-    name: str
-    task: str | None
-    description: str | None
-    created_at: str
-    updated_at: str
-    champion_version: int | None
-    aliases: dict[str, int]
-    versions: list[ModelVersionInfo] = field(default_factory=list)  # newest first
 
 
 # -- logging and registering ------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
@@ -10,16 +9,15 @@ from fastapi import APIRouter, Path, Query
 from fovea.platform.api.deps import MAX_ROW_ID, SessionDep, SettingsDep, off_the_loop
 from fovea.platform.api.http_errors import error_responses
 from fovea.platform.api.schemas import (
-    ModelDetailOut,
     ModelEventOut,
     ModelList,
-    ModelSummaryOut,
     PromoteIn,
     RollbackIn,
 )
 from fovea.platform.errors import NotFound
 from fovea.platform.model_events import list_model_events
 from fovea.platform.retraining import manual
+from fovea.tracking.model_views import ModelDetail
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -29,13 +27,13 @@ async def list_models(settings: SettingsDep) -> ModelList:
     from fovea.tracking.registry import list_models as _list
 
     models = await off_the_loop(_list, store="model registry", tracking_uri=settings.tracking_uri)
-    return ModelList(items=[ModelSummaryOut(**asdict(m)) for m in models])
+    return ModelList(items=models)
 
 
-@router.get("/{name}", response_model=ModelDetailOut, responses=error_responses(401, 404, 422, 503))
+@router.get("/{name}", response_model=ModelDetail, responses=error_responses(401, 404, 422, 503))
 async def get_model(
     name: Annotated[str, Path(min_length=1, max_length=256)], settings: SettingsDep
-) -> ModelDetailOut:
+) -> ModelDetail:
     from fovea.tracking.registry import get_model as _get
 
     model = await off_the_loop(
@@ -43,7 +41,7 @@ async def get_model(
     )
     if model is None:
         raise NotFound(f"no registered model named {name!r}")
-    return ModelDetailOut(**asdict(model))
+    return model
 
 
 # -- the promotion gate, by hand ------------------------------------------------------------

@@ -20,6 +20,7 @@ from fovea.platform.store import (
     Schedule,
     ScheduleEvent,
 )
+from fovea.tracking.model_views import ModelSummary
 
 
 class _Row(BaseModel):
@@ -196,49 +197,12 @@ class ModelEventOut(_Row):
     data: dict[str, Any] | None
 
 
-class ModelSummaryOut(BaseModel):
-    """A registered model in the list, with its champion's main metric."""
-
-    name: str
-    task: str | None
-    description: str | None
-    created_at: str
-    updated_at: str
-    latest_version: int | None
-    champion_version: int | None
-    main_metric: str | None
-    champion_metric: float | None
-    aliases: dict[str, int]
+# GET /models and /models/{name} answer with the registry's own dataclasses
+# (fovea.tracking.model_views): ModelSummary in a list, ModelDetail with its versions.
 
 
 class ModelList(BaseModel):
-    items: list[ModelSummaryOut]
-
-
-class ModelVersionOut(BaseModel):
-    version: int
-    run_id: str | None
-    created_at: str
-    status: str
-    aliases: list[str]
-    is_champion: bool
-    task: str | None
-    main_metric: str | None
-    main_metric_value: float | None
-    metrics: dict[str, float | None]
-    champion_decision: str | None  # pending | promoted | kept | manual
-    source: str
-
-
-class ModelDetailOut(BaseModel):
-    name: str
-    task: str | None
-    description: str | None
-    created_at: str
-    updated_at: str
-    champion_version: int | None
-    aliases: dict[str, int]
-    versions: list[ModelVersionOut]  # newest first
+    items: list[ModelSummary]
 
 
 # -- schedules --------------------------------------------------------------------------
