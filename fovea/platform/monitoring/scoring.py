@@ -15,12 +15,16 @@ import threading
 import uuid
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from fovea.platform.monitoring.service import log_predictions
 from fovea.platform.store import ScoreRun, transaction, utcnow
+
+if TYPE_CHECKING:
+    from fovea.tracking.versions import ResolvedVersion
+    from fovea.workers.serving import ServingPool
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +35,8 @@ STALE_AFTER = timedelta(minutes=10)
 def start_scoring(
     *,
     sessions: sessionmaker[Session],
-    pool: Any,
-    resolved: Any,
+    pool: ServingPool,
+    resolved: ResolvedVersion,
     folder: Path,
     roots: list[Path],
 ) -> dict[str, Any]:
@@ -71,8 +75,8 @@ def start_scoring(
 
 def _score(
     sessions: sessionmaker[Session],
-    pool: Any,
-    resolved: Any,
+    pool: ServingPool,
+    resolved: ResolvedVersion,
     run_id: str,
     files: list[Path],
     names: list[str],

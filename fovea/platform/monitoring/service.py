@@ -360,13 +360,6 @@ def reference_cache(tracking_uri: str) -> ReferenceCache:
     return ReferenceCache(load)
 
 
-def references(state: Any) -> ReferenceCache:
-    """The process's reference cache, kept on an app's (or a server's) state."""
-    if getattr(state, "references", None) is None:
-        state.references = reference_cache(state.settings.tracking_uri)
-    return state.references
-
-
 def monitor_for(settings: Settings, sessions: sessionmaker[Session]) -> Monitor:
     return Monitor(
         sessions=sessions,
