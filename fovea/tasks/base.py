@@ -91,6 +91,10 @@ class TrainConfig:
     seed: int = 0
     # DataLoader worker processes; None: one when torch has 2+ threads, else none (engine.py)
     num_workers: int | None = None
+    # Fine-tuning (finetune.py): epochs that train the head alone, the backbone's share of
+    # the learning rate; None: the default for a job with (or without) pretrained weights
+    freeze_backbone_epochs: int | None = None
+    backbone_lr_scale: float | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -113,6 +117,14 @@ class TrainConfig:
             "grad_clip_norm": (self.grad_clip_norm is None or self.grad_clip_norm > 0, "> 0"),
             "label_smoothing": (0 <= self.label_smoothing < 1, "in [0, 1)"),
             "num_workers": (self.num_workers is None or self.num_workers >= 0, ">= 0 or null"),
+            "freeze_backbone_epochs": (
+                self.freeze_backbone_epochs is None or self.freeze_backbone_epochs >= 0,
+                ">= 0 or null",
+            ),
+            "backbone_lr_scale": (
+                self.backbone_lr_scale is None or self.backbone_lr_scale > 0,
+                "> 0 or null",
+            ),
         }
         for name, (valid, wanted) in checks.items():
             if not valid:

@@ -24,6 +24,8 @@ class TorchvisionWeights:
 
     enum: str  # e.g. "ResNet18_Weights"
     members: tuple[str, ...]  # e.g. ("IMAGENET1K_V1",)
+    head: str  # the final layer's key prefix: re-initialised when the class count differs
+    classifier: str  # the key prefix an encoder built from this model leaves out
 
     def names(self) -> tuple[str, ...]:
         """Every spelling the tasks accept: MEMBER, Enum.MEMBER, DEFAULT, Enum.DEFAULT."""
@@ -34,16 +36,38 @@ class TorchvisionWeights:
 # torchvision model name -> its ImageNet weights (torchvision 0.19 .. 0.29 ship these)
 TORCHVISION_WEIGHTS: Mapping[str, TorchvisionWeights] = MappingProxyType(
     {
-        "resnet18": TorchvisionWeights("ResNet18_Weights", ("IMAGENET1K_V1",)),
-        "resnet34": TorchvisionWeights("ResNet34_Weights", ("IMAGENET1K_V1",)),
-        "resnet50": TorchvisionWeights("ResNet50_Weights", ("IMAGENET1K_V1", "IMAGENET1K_V2")),
-        "mobilenet_v3_small": TorchvisionWeights("MobileNet_V3_Small_Weights", ("IMAGENET1K_V1",)),
-        "mobilenet_v3_large": TorchvisionWeights(
-            "MobileNet_V3_Large_Weights", ("IMAGENET1K_V1", "IMAGENET1K_V2")
+        "resnet18": TorchvisionWeights("ResNet18_Weights", ("IMAGENET1K_V1",), "fc.", "fc."),
+        "resnet34": TorchvisionWeights("ResNet34_Weights", ("IMAGENET1K_V1",), "fc.", "fc."),
+        "resnet50": TorchvisionWeights(
+            "ResNet50_Weights", ("IMAGENET1K_V1", "IMAGENET1K_V2"), "fc.", "fc."
         ),
-        "efficientnet_b0": TorchvisionWeights("EfficientNet_B0_Weights", ("IMAGENET1K_V1",)),
-        "convnext_tiny": TorchvisionWeights("ConvNeXt_Tiny_Weights", ("IMAGENET1K_V1",)),
+        "mobilenet_v3_small": TorchvisionWeights(
+            "MobileNet_V3_Small_Weights", ("IMAGENET1K_V1",), "classifier.3.", "classifier."
+        ),
+        "mobilenet_v3_large": TorchvisionWeights(
+            "MobileNet_V3_Large_Weights",
+            ("IMAGENET1K_V1", "IMAGENET1K_V2"),
+            "classifier.3.",
+            "classifier.",
+        ),
+        "efficientnet_b0": TorchvisionWeights(
+            "EfficientNet_B0_Weights", ("IMAGENET1K_V1",), "classifier.1.", "classifier."
+        ),
+        "convnext_tiny": TorchvisionWeights(
+            "ConvNeXt_Tiny_Weights", ("IMAGENET1K_V1",), "classifier.2.", "classifier."
+        ),
     }
+)
+
+
+# train.* values a job with model.weights gets where it leaves them out (null): the head
+# learns alone for an epoch, then the backbone follows at a tenth of the learning rate
+FINE_TUNE_DEFAULTS: Mapping[str, float] = MappingProxyType(
+    {"freeze_backbone_epochs": 1, "backbone_lr_scale": 0.1}
+)
+# ... and one without weights (training from scratch: nothing to protect)
+SCRATCH_DEFAULTS: Mapping[str, float] = MappingProxyType(
+    {"freeze_backbone_epochs": 0, "backbone_lr_scale": 1.0}
 )
 
 
@@ -241,12 +265,16 @@ def catalog_json() -> dict[str, object]:
                     key: TORCHVISION_WEIGHTS[model].enum
                     for key, model in info.torchvision_models.items()
                 },
+                # arch or backbone -> the architecture of the weights-store entries (and
+                # torchvision classifiers, and registered Fovea classifiers) it starts from
+                "weights_from": dict(info.torchvision_models),
                 "builtin_datasets": sorted(
                     BUILTIN_PREFIX + n for n, d in BUILTIN_DATASETS.items() if name in d.tasks
                 ),
             }
             for name, info in CATALOG.items()
         },
+        "fine_tune_defaults": dict(FINE_TUNE_DEFAULTS),
         "builtin_datasets": {
             BUILTIN_PREFIX + name: {
                 "tasks": sorted(d.tasks),

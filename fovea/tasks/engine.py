@@ -51,6 +51,7 @@ from fovea.tasks.base import DataBundle, EvalResult, Task, TrainConfig, UserErro
 from fovea.tasks.checkpoint import decode_eval, encode_eval, load_checkpoint, save_checkpoint
 from fovea.tasks.checkpoint import unusable as unusable_checkpoint
 from fovea.tasks.ddp import Group
+from fovea.tasks.finetune import is_frozen, set_backbone_frozen
 from fovea.tasks.optim import WeightEma, build_optimizer, lr_factor
 
 LOG_EVERY_STEPS = 10
@@ -378,6 +379,7 @@ def train_one_epoch(
     device = next(model.parameters()).device
     steps = len(loader)
     model.train()
+    set_backbone_frozen(unwrap(model), frozen=is_frozen(config, epoch))  # finetune.py
     meter.start_epoch(steps)
     sums: dict[str, float] = {}
     window: dict[str, float] = {}

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from fovea.tasks.base import TrainConfig
+from fovea.tasks.finetune import backbone_parameter_ids
 
 FINAL_LR_FRACTION = 0.01  # cosine ends at 1% of the peak LR, not 0: the last epochs still learn
 
@@ -22,6 +23,16 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
         {"params": [p for p in params if p.ndim > 1], "weight_decay": config.weight_decay},
         {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
     ]
+    scale = config.backbone_lr_scale
+    if scale is not None and scale != 1.0:  # the backbone's own groups at lr * scale
+        backbone = backbone_parameter_ids(model)
+        groups = [
+            {**group, "params": [p for p in group["params"] if (id(p) in backbone) == is_bb]}
+            | ({"lr": config.lr * scale, "name": "backbone"} if is_bb else {"name": "head"})
+            for is_bb in (False, True)  # the head first: param_groups[0] logs "lr"
+            for group in groups
+        ]
+        groups = [group for group in groups if group["params"]]
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
     return torch.optim.AdamW(groups, lr=config.lr)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -21,6 +23,38 @@ from fovea.tasks.errors import UserError
 log = logging.getLogger(__name__)
 
 WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".safetensors")
+SHOWN_KEYS = 5  # a message names at most this many keys
+REPORT_ATTR = "fovea_weights_report"  # where a built model keeps its LoadReport
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What a weights file gave a model: for the job's events and the run."""
+
+    source: str
+    part: str  # the model part it went into: "model", "backbone" or "encoder"
+    loaded: int  # tensors loaded
+    fresh: tuple[str, ...]  # keys of the model's head left freshly initialised
+    dropped: tuple[str, ...]  # keys of the file left out (a classifier's head)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "part": self.part,
+            "loaded": self.loaded,
+            "fresh": list(self.fresh),
+            "dropped": list(self.dropped),
+        }
+
+
+def load_report(model: nn.Module) -> LoadReport | None:
+    """The LoadReport of the weights file `model` was built from, if any."""
+    return getattr(model, REPORT_ATTR, None)
+
+
+def state_manifest(path: Path) -> dict[str, list[int]]:
+    """Key -> shape of the state dict in a weights file (what the weights store records)."""
+    return {key: list(value.shape) for key, value in read_weights_file(path).items()}
 
 
 def is_weights_file(weights: str) -> bool:
@@ -100,7 +134,7 @@ def load_with_fresh_head(
     source: Path,
     name: str,
     hint: str = "",
-) -> None:
+) -> LoadReport:
     """Load `state` into `model`; only parameters under `head_prefix` may be missing or
     differently shaped (fine-tuning on another number of classes keeps a fresh head).
     Anything else wrong is a UserError naming the file and a few offending keys."""
@@ -115,7 +149,8 @@ def load_with_fresh_head(
             f"weights file {source} does not fit {name}: "
             f"{len(bad_missing)} missing, {len(unexpected)} unexpected and "
             f"{len(bad_skipped)} differently shaped parameters outside the head "
-            f"{head_prefix.rstrip('.')!r}, e.g. {(bad_missing + unexpected + bad_skipped)[:5]}"
+            f"{head_prefix.rstrip('.')!r}, "
+            f"e.g. {(bad_missing + unexpected + bad_skipped)[:SHOWN_KEYS]}"
             + (f" {hint}" if hint else "")
         )
     model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
@@ -127,6 +162,15 @@ def load_with_fresh_head(
             head_prefix.rstrip("."),
             "shape differs" if skipped else "absent from the file",
         )
+    report = LoadReport(
+        source=str(source),
+        part="model",
+        loaded=len(state) - len(skipped),
+        fresh=tuple(sorted({*skipped, *missing})),
+        dropped=(),
+    )
+    setattr(model, REPORT_ATTR, report)
+    return report
 
 
 def load_classifier_body(
@@ -136,14 +180,29 @@ def load_classifier_body(
     classifier_prefixes: tuple[str, ...],
     source: str,
     part: str,
-) -> None:
+) -> LoadReport:
     """A torchvision classifier's state dict into a backbone / encoder built from it, its
-    classifier layers left out."""
+    classifier layers left out; anything else missing, unexpected or differently shaped is
+    a UserError naming a few keys and how many (never a silent partial load)."""
     kept = {k: v for k, v in state.items() if not k.startswith(classifier_prefixes)}
-    try:
-        body.load_state_dict(kept)
-    except RuntimeError as exc:
-        raise UserError(f"weights {source} do not fit the {part}: {exc}") from exc
+    own = body.state_dict()
+    missing = [k for k in own if k not in kept]
+    unexpected = [k for k in kept if k not in own]
+    reshaped = [k for k, v in kept.items() if k in own and v.shape != own[k].shape]
+    if missing or unexpected or reshaped:
+        raise UserError(
+            f"weights {source} do not fit the {part}: {len(missing)} missing, "
+            f"{len(unexpected)} unexpected and {len(reshaped)} differently shaped keys, "
+            f"e.g. {(missing + unexpected + reshaped)[:SHOWN_KEYS]}"
+        )
+    body.load_state_dict(kept)
+    return LoadReport(
+        source=source,
+        part=part,
+        loaded=len(kept),
+        fresh=(),
+        dropped=tuple(k for k in state if k not in kept),
+    )
 
 
 def split_weights(weights: str | None) -> tuple[str | None, Path | None]:
@@ -162,14 +221,14 @@ def load_weights_file(
     name: str,
     *,
     hint: str = "",
-) -> None:
+) -> LoadReport:
     """A weights file into a model built around an encoder (`model.<encoder_attr>`): either
     a whole model of this kind (keys under "<encoder_attr>."; the head may differ in shape,
     so fine-tuning on new classes works) or a torchvision classifier of the same backbone,
     whose body goes into the encoder."""
     state = read_weights_file(path)
     if not any(k.startswith(f"{encoder_attr}.") for k in state):
-        load_classifier_body(
+        report = load_classifier_body(
             model.get_submodule(encoder_attr),
             state,
             classifier_prefixes=classifier_prefixes,
@@ -177,8 +236,11 @@ def load_weights_file(
             part=encoder_attr,
         )
         log.info("loaded %s into the %s of %s", path, encoder_attr, name)
-        return
-    load_with_fresh_head(model, state, head_prefix=head_prefix, source=path, name=name, hint=hint)
+        setattr(model, REPORT_ATTR, report)
+        return report
+    return load_with_fresh_head(
+        model, state, head_prefix=head_prefix, source=path, name=name, hint=hint
+    )
 
 
 def _strip_prefixes(key: str) -> str:
