@@ -69,6 +69,12 @@ class Client:
         """What a job spec may name: per task architectures, backbones, formats, ..."""
         return self._call("GET", "/catalog")
 
+    def weights(self) -> dict[str, Any]:
+        return self._call("GET", "/weights")
+
+    def weights_entry(self, name: str, *, verify: bool = False) -> dict[str, Any]:
+        return self._call("GET", f"/weights/{name}", params={"verify": str(verify).lower()})
+
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._call("POST", f"/jobs/{job_id}/cancel")
 

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     # Colon- or comma-separated; user dataset paths must resolve under one of them.
     data_roots: Annotated[list[Path], NoDecode] = Field(default_factory=_default_data_roots)
     checkpoint_root: Path | None = None  # default: <home>/checkpoints (must be shared by all nodes)
+    weights_root: Path | None = None  # the weights store; default: <home>/weights (shared too)
     api_token: str | None = None
     host: str = "127.0.0.1"
     port: int = 8742
@@ -120,6 +121,10 @@ class Settings(BaseSettings):
     @cached_property
     def checkpoints(self) -> Path:
         return self.checkpoint_root or self.home / "checkpoints"
+
+    @cached_property
+    def weights_dir(self) -> Path:
+        return self.weights_root or self.home / "weights"
 
     @property
     def prediction_samples(self) -> Path:

@@ -40,6 +40,7 @@ SHARED_NAMES = {
     "models.py": "the models front door: HTTP routes (api/) and shell commands (cli/), and views",
     "schedules.py": "the schedules front door: routes (api/), commands (cli/), views",
     "drift.py": "the drift front door: routes (api/), dashboard view",
+    "weights.py": "the weights front door: routes (api/), commands (cli/); the loader (tasks/)",
 }
 
 

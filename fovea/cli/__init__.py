@@ -5,6 +5,7 @@
 - `models`: models, export, promote, rollback
 - `monitoring`: predict, score, drift
 - `schedules`: the `schedules` group
+- `weights`: the `weights` group (works on the weights store's folder, not the API)
 - `demo`: demo
 
 Every command but those that start processes talks to the HTTP API (fovea.client).
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import typer
 
-from fovea.cli import demo, jobs, models, monitoring, schedules, stack
+from fovea.cli import demo, jobs, models, monitoring, schedules, stack, weights
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fovea vision training platform")
 
@@ -39,6 +40,7 @@ COMMANDS = {
 for _name, _command in COMMANDS.items():
     app.command(_name)(_command)
 app.add_typer(schedules.app, name="schedules")
+app.add_typer(weights.app, name="weights")
 
 
 def main() -> None:

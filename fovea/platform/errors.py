@@ -20,6 +20,12 @@ class NotFound(LookupError):
     """404."""
 
 
+class WeightsRefused(ValueError):
+    """A weights file the store will not take or give out: a hash that does not match
+    (its file name's torchvision prefix, or the stored file changed since import), a file
+    that does not fit its architecture (422)."""
+
+
 class InvalidTransition(RuntimeError):
     """A state change the transition table forbids, e.g. cancelling a finished job (409)."""
 

@@ -15,6 +15,7 @@ publish  the run's outputs (final metrics, curves, figures, tables), the version
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -27,7 +28,9 @@ import torch
 from fovea.tasks import DataBundle, DataConfig, EventSink, ModelConfig, Task, UserError
 from fovea.tasks.data.manifest import Manifest, dataset_manifest
 from fovea.tasks.engine import FitResult, Reporter, select_device
+from fovea.tasks.finetune import with_defaults
 from fovea.tasks.plots import training_curves_png
+from fovea.tasks.weights import load_report
 from fovea.tracking.champion import TAG_DATASET, load_eval_set
 from fovea.tracking.gate import Candidate, FrozenSetGate
 from fovea.tracking.logger import RunLogger
@@ -89,15 +92,22 @@ def train(
     fit_fn: Callable[..., FitResult],
 ) -> Trained:
     task, data = prepared.task, prepared.data
+    config, filled = with_defaults(
+        job.train, pretrained=job.model.weights is not None, workers=job.workers
+    )
+    if filled and job.model.weights is not None:
+        shown = ", ".join(f"{k}={v:g}" for k, v in filled.items())
+        reporter.event("fine_tune_defaults", f"fine-tuning defaults applied: {shown}", filled)
     torch.manual_seed(job.train.seed)  # the initial weights too follow train.seed
     model = task.build_model(prepared.model_config, num_classes=len(data.class_names))
+    _record_start(job, model, class_names=data.class_names, logger=logger, reporter=reporter)
     started = time.monotonic()
     blocking, mlflow, mlflow_cpu = _mlflow_seconds(logger)
     result = fit_fn(
         task,
         model,
         data,
-        job.train,
+        config,
         device=prepared.device,
         checkpoint_dir=Path(job.checkpoint_dir),
         reporter=reporter,
@@ -164,8 +174,11 @@ def publish(
 
 
 def _resolve_weights(job: WorkerJob) -> ModelConfig:
-    """models:/<name>@<alias> -> a local weights file the task can load."""
+    """models:/<name>@<alias> -> a local weights file the task can load; a weights-store
+    file (resolved by the scheduler) is first checked against its SHA-256."""
     weights = job.model.weights
+    if job.weights_sha256 is not None and weights is not None:
+        _check_stored_file(Path(weights), name=job.weights_source, sha256=job.weights_sha256)
     if not weights or not weights.startswith("models:/"):
         return job.model
     dst = Path(job.checkpoint_dir) / "init"
@@ -174,6 +187,20 @@ def _resolve_weights(job: WorkerJob) -> ModelConfig:
     except ModelNotFoundError as exc:
         raise UserError(f"model.weights: {exc}") from None
     return dataclasses.replace(job.model, weights=str(path))  # keeps arch and backbone
+
+
+def _check_stored_file(path: Path, *, name: str | None, sha256: str) -> None:
+    if not path.is_file():
+        raise UserError(f"model.weights {name}: removed from the weights store since submit")
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    if digest.hexdigest() != sha256:
+        raise UserError(
+            f"model.weights {name}: the stored file {path} changed since submit "
+            f"(SHA-256 {digest.hexdigest()[:12]}..., expected {sha256[:12]}...)"
+        )
 
 
 def _record_dataset(job: WorkerJob, *, logger: RunLogger, events: EventSink) -> Manifest:
@@ -206,6 +233,37 @@ def _with_frozen_eval_set(job: WorkerJob, *, logger: RunLogger) -> DataConfig:
 
 
 # -- train -----------------------------------------------------------------------------------
+
+
+def _record_start(
+    job: WorkerJob,
+    model: torch.nn.Module,
+    *,
+    class_names: list[str],
+    logger: RunLogger,
+    reporter: Reporter,
+) -> None:
+    """What the weights file gave the model, and the class mapping of its new head, in the
+    run (class_mapping.json, tags) and the job's events."""
+    report = load_report(model)
+    if report is None:
+        return
+    head = "re-initialised" if report.fresh else ("kept" if report.part == "model" else "new")
+    body = {
+        "weights": job.weights_source or job.model.weights,
+        **report.as_dict(),
+        "head": head,
+        "classes": dict(enumerate(class_names)),
+    }
+    logger.log_json("class_mapping.json", body)
+    logger.set_tags({"fovea.weights": str(body["weights"]), "fovea.head": head})
+    reporter.event(
+        "weights_loaded",
+        f"{report.loaded} tensors of {body['weights']} loaded into the {report.part}"
+        + (f", {len(report.dropped)} of its classifier left out" if report.dropped else "")
+        + f"; head {head} for {len(class_names)} classes",
+        body,
+    )
 
 
 def _mlflow_seconds(logger: RunLogger) -> tuple[float, float, float]:

@@ -31,6 +31,10 @@ class WorkerJob:
     workers: int = 1  # > 1: data-parallel under Ray Train (cpus and gpus are per worker)
     max_retries: int = 0  # a worker group restarts from its checkpoint up to this often
     progress_interval_s: float = 2.0  # progress pushes: as often as the scheduler drains them
+    # model.weights named a weights-store entry: its name, and the SHA-256 the worker checks
+    # the file (model.weights, resolved by the scheduler) against before loading it
+    weights_source: str | None = None
+    weights_sha256: str | None = None
 
     @classmethod
     def from_spec(
@@ -46,9 +50,11 @@ class WorkerJob:
         mlflow_run_id: str | None,
         data_roots: tuple[str, ...] | None = None,
         progress_interval_s: float = 2.0,
+        stored_weights: tuple[str, str] | None = None,
     ) -> WorkerJob:
         """Build from a stored (validated, normalised) JobSpec dict; every file the job
-        reads must resolve under `data_roots` (None: no check)."""
+        reads must resolve under `data_roots` (None: no check). `stored_weights`: the
+        (file, SHA-256) that the spec's weights-store name resolved to."""
         train = dict(spec["train"])
         aug = train.pop("augment")
         image_size = train.pop("image_size")
@@ -80,7 +86,7 @@ class WorkerJob:
             data=data,
             model=ModelConfig(
                 arch=spec["model"]["arch"],
-                weights=spec["model"].get("weights"),
+                weights=stored_weights[0] if stored_weights else spec["model"].get("weights"),
                 backbone=spec["model"].get("backbone"),
             ),
             train=TrainConfig(**train),
@@ -97,6 +103,8 @@ class WorkerJob:
             workers=spec["resources"].get("workers", 1),
             max_retries=spec.get("max_retries", 0),
             progress_interval_s=progress_interval_s,
+            weights_source=spec["model"].get("weights") if stored_weights else None,
+            weights_sha256=stored_weights[1] if stored_weights else None,
         )
 
 

@@ -7,7 +7,7 @@ from fastapi import Depends, FastAPI
 
 from fovea import __version__
 from fovea.config import Settings
-from fovea.platform.api import drift, jobs, models, predict, runs, schedules
+from fovea.platform.api import drift, jobs, models, predict, runs, schedules, weights
 from fovea.platform.api.admission import Admission
 from fovea.platform.api.deps import require_token
 from fovea.platform.api.http_errors import document_errors, install_error_handlers
@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None, *, token: str | None = None) ->
     for router in (jobs.router, runs.router, models.router, predict.router, drift.router):
         app.include_router(router, dependencies=auth)
     app.include_router(schedules.router, dependencies=auth)
+    app.include_router(weights.router, dependencies=auth)
     install_error_handlers(app)
     app.add_middleware(
         Admission,

@@ -33,6 +33,7 @@ from fovea.platform.errors import (
     ScheduleConflict,
     SpecError,
     Unavailable,
+    WeightsRefused,
 )
 
 log = logging.getLogger(__name__)
@@ -205,6 +206,7 @@ _ANSWERS: dict[type[Exception], Callable[[Request, Any], Awaitable[JSONResponse]
         422, "idempotency_conflict", lambda e: [{"field": "Idempotency-Key", "problem": str(e)}]
     ),
     BadImages: _answer(422, "invalid_images", lambda e: e.problems),
+    WeightsRefused: _answer(422, "invalid_weights"),
 }
 
 

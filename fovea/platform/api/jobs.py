@@ -60,6 +60,7 @@ def submit_job(
             image_size=settings.max_image_size,
         ),
         tracking_uri=settings.tracking_uri,
+        weights_root=settings.weights_dir,
     )
     notes = scan_notes(checked, data_roots=settings.data_roots)
     job, created = svc.create_job(

@@ -261,6 +261,33 @@ class ScheduleOut(BaseModel):
         )
 
 
+class WeightsOut(BaseModel):
+    """One weights-store entry (fovea/platform/weights/service.py WeightsEntry)."""
+
+    name: str = Field(description="<arch>/<tag>: what model.weights names")
+    arch: str = Field(description="the torchvision classifier architecture of the file")
+    sha256: str
+    size: int = Field(description="bytes")
+    format: str = Field(description="pth or safetensors")
+    file_name: str = Field(description="the file as imported")
+    source: str = Field(description="provenance: where the file came from")
+    licence: str
+    imported_at: str
+    keys: int = Field(description="tensors in its state dict")
+    classes: int | None = Field(description="rows of its head; null: no head in the file")
+    fits: list[str] = Field(
+        description="what it initialises: <task>:<arch or backbone>, per GET /catalog"
+    )
+    verified: bool | None = Field(
+        None, description="?verify=true: the file re-hashed and unchanged since import"
+    )
+
+
+class WeightsList(BaseModel):
+    weights: list[WeightsOut]
+    root: str = Field(description="the store's folder (FOVEA_WEIGHTS_ROOT)")
+
+
 class ScheduleList(BaseModel):
     items: list[ScheduleOut]
 

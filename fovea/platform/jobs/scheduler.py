@@ -38,11 +38,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from fovea.config import Settings
+from fovea.platform.errors import NotFound
 from fovea.platform.jobs import service as svc
 from fovea.platform.jobs.closing import RunCloser
 from fovea.platform.jobs.policy import Backoff
 from fovea.platform.store import Job, JobState, read_session_factory, transaction, utcnow
 from fovea.platform.wake import LOCAL, Listener, Wake, quiet
+from fovea.platform.weights.service import WeightsStore, is_reference, split_reference
 from fovea.workers.backend import Backend, Handle
 from fovea.workers.failures import Outcome
 from fovea.workers.types import WorkerJob
@@ -415,6 +417,7 @@ class Scheduler:
             mlflow_run_id=run_id,
             data_roots=tuple(str(root) for root in self.settings.data_roots),
             progress_interval_s=self.settings.scheduler_interval_s,
+            stored_weights=self._stored_weights(spec),
         )
         try:
             handle = self.backend.submit(worker_job)
@@ -428,6 +431,23 @@ class Scheduler:
                     svc.retry_or_fail(
                         session=session, job=job, reason=f"Ray submit: {exc}", backoff=self.backoff
                     )
+
+    def _stored_weights(self, spec: dict) -> tuple[str, str] | None:
+        """(file, SHA-256) of the weights-store entry the spec names, if it names one. An
+        entry gone since submit leaves its pinned file's path: the worker fails the job
+        naming it (a user error, not retried)."""
+        weights = spec["model"].get("weights")
+        if not weights or not is_reference(weights):
+            return None
+        store = WeightsStore(self.settings.weights_dir)
+        name, digest = split_reference(weights)
+        try:
+            entry = store.get(name)
+        except NotFound:
+            return str(store.root / "missing" / f"{name.replace('/', '_')}.pth"), digest or ""
+        if digest is not None and digest != entry.sha256:
+            return str(store.blob(sha256=digest, suffix=entry.format)), digest
+        return str(store.path_of(entry)), entry.sha256
 
     # --- sleeping ------------------------------------------------------------------------
     def _idle_sleep(self) -> float:

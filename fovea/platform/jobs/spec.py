@@ -62,7 +62,8 @@ class ModelSpec(_Strict):
         None,
         max_length=4096,
         description=(
-            "torchvision weights enum, a local file under a data root, or models:/<name>@<alias>"
+            "a weights-store name (<arch>/<tag>, see GET /weights), a torchvision weights "
+            "enum, a local file under a data root, or models:/<name>@<alias>"
         ),
     )
 
@@ -107,6 +108,21 @@ class TrainSpec(_Strict):
         max_length=8,
         description='per-task loss weights: detection "cls", "box"; segmentation "ce", '
         '"dice"; classification has one loss and takes none',
+    )
+    freeze_backbone_epochs: int | None = Field(
+        None,
+        ge=0,
+        le=10_000,
+        description="epochs that train the head alone, the backbone frozen (its BatchNorm "
+        "statistics kept); null: 1 with model.weights (0 for one-epoch or multi-worker "
+        "jobs), else 0",
+    )
+    backbone_lr_scale: float | None = Field(
+        None,
+        gt=0.0,
+        le=10.0,
+        description="the backbone trains at train.lr times this; null: 0.1 with "
+        "model.weights, else 1",
     )
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fovea.platform.errors import SpecError, Unavailable
+from fovea.platform.errors import NotFound, SpecError, Unavailable, WeightsRefused
 from fovea.platform.jobs.spec import DatasetSpec, JobSpec, ModelSpec, TrainSpec
 from fovea.tasks.catalog import (
     BUILTIN_FORMAT,
@@ -25,6 +25,7 @@ from fovea.tasks.catalog import (
 )
 from fovea.tasks.data.files import Note
 from fovea.tasks.errors import UserError
+from fovea.tasks.weight_fit import classifier_fit, encoder_fit
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +49,14 @@ def check_spec(
     data_roots: Sequence[Path],
     limits: JobLimits | None = None,
     tracking_uri: str | None = None,
+    weights_root: Path | None = None,
 ) -> JobSpec:
-    """A copy of `spec` with its paths resolved (workers need no working directory), or a
-    SpecError naming the first field that is wrong. Without `limits` the per-job resource
-    limits are not checked, without `tracking_uri` a registered model named by
-    model.weights is not looked up (a schedule's template: both are checked when it fires)."""
+    """A copy of `spec` with its paths resolved (workers need no working directory) and a
+    weights-store name pinned to its file's SHA-256, or a SpecError naming the first field
+    that is wrong. Without `limits` the per-job resource limits are not checked, without
+    `tracking_uri` a registered model named by model.weights is not looked up, without
+    `weights_root` a store name is not (a schedule's template: all are checked when it
+    fires)."""
     spec = spec.model_copy(deep=True)
     info = CATALOG[spec.task]
     _check_model(spec.model, info)
@@ -61,8 +65,18 @@ def check_spec(
     _check_train(spec.train, info)
     spec.dataset.uri = _check_dataset(spec.dataset, info, data_roots=data_roots)
     spec.model.weights = _check_weights(
-        spec.model, info, data_roots=data_roots, tracking_uri=tracking_uri
+        spec.model,
+        info,
+        data_roots=data_roots,
+        tracking_uri=tracking_uri,
+        weights_root=weights_root,
     )
+    if spec.train.freeze_backbone_epochs and spec.resources.workers > 1:
+        raise SpecError(
+            "train.freeze_backbone_epochs",
+            "freezing needs resources.workers 1 (a DDP model cannot change which of its "
+            "parameters train); use 0 or null",
+        )
     return spec
 
 
@@ -211,10 +225,16 @@ def _check_dataset(dataset: DatasetSpec, info: TaskInfo, *, data_roots: Sequence
 
 
 def _check_weights(
-    model: ModelSpec, info: TaskInfo, *, data_roots: Sequence[Path], tracking_uri: str | None
+    model: ModelSpec,
+    info: TaskInfo,
+    *,
+    data_roots: Sequence[Path],
+    tracking_uri: str | None,
+    weights_root: Path | None,
 ) -> str | None:
-    """The weights value to store: a registered model's URI as given (it exists), a file
-    path resolved under a data root, or a torchvision enum name that fits the model."""
+    """The weights value to store: a registered model's URI as given (it exists), a store
+    name pinned to its content, a file path resolved under a data root, or a torchvision
+    enum name that fits the model."""
     weights = model.weights
     if weights is None:
         return None
@@ -222,6 +242,12 @@ def _check_weights(
         if tracking_uri is not None:
             _check_registered(weights, tracking_uri=tracking_uri)
         return weights
+    from fovea.platform.weights.service import is_reference
+
+    if is_reference(weights):
+        if weights_root is None:
+            return weights
+        return _check_stored(weights, model, info, weights_root=weights_root)
     # the tasks load a file when the suffix says so (fovea.tasks.weights.is_weights_file),
     # so "x_Weights.y.pt" is a file, and under a data root like any other
     is_file = weights.lower().endswith(WEIGHT_FILE_SUFFIXES)
@@ -245,6 +271,37 @@ def _check_weights(
         valid = ", ".join((*(f"{torchvision.enum}.{m}" for m in torchvision.members), "DEFAULT"))
         raise SpecError("model.weights", f"{weights!r} are not weights of {key}; valid: {valid}")
     return weights
+
+
+def _check_stored(weights: str, model: ModelSpec, info: TaskInfo, *, weights_root: Path) -> str:
+    """A store name, checked: the entry exists, its file is unchanged since import (re-hashed)
+    and its keys fit the part of the model it initialises; pinned as name@sha256:<hex>."""
+    from fovea.platform.weights.service import PIN, WeightsStore, split_reference
+
+    store = WeightsStore(weights_root)
+    name, digest = split_reference(weights)
+    try:
+        entry = store.verify(name)
+    except (NotFound, WeightsRefused) as exc:
+        raise SpecError("model.weights", str(exc)) from None
+    if digest is not None and digest != entry.sha256:
+        raise SpecError("model.weights", f"{name!r} no longer holds the file {digest[:12]}...")
+    key = info.weights_key(arch=model.arch, backbone=model.backbone)
+    target = info.torchvision_models.get(key)
+    if target is None:
+        raise SpecError("model.weights", f"{key} takes no pretrained weights (train it from null)")
+    manifest = store.manifest(entry)
+    fit = (
+        encoder_fit(manifest, model=target)
+        if info.backbones
+        else classifier_fit(manifest, model=target)
+    )
+    if not fit.ok:
+        raise SpecError(
+            "model.weights",
+            f"{name!r} ({entry.arch} weights) do not fit {key}: {fit.problem()}",
+        )
+    return f"{name}{PIN}{entry.sha256}"
 
 
 def _check_registered(uri: str, *, tracking_uri: str) -> None:
