@@ -12,7 +12,7 @@ this zoo existed keep loading (tests/tasks/test_compat.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -158,12 +158,10 @@ ENCODERS: dict[str, Encoder] = {
         classifier_prefixes=("classifier.",),
     ),
 }
-DEFAULT_ENCODER = "resnet18"
 
 
-def get_encoder_spec(name: str | None) -> tuple[str, Encoder]:
-    """(name, spec) for `model.backbone`; None means DEFAULT_ENCODER."""
-    name = name or DEFAULT_ENCODER
+def get_encoder_spec(name: str) -> tuple[str, Encoder]:
+    """(name, spec) for `model.backbone`."""
     if name not in ENCODERS:
         raise UserError(f"unknown model.backbone {name!r}; valid: {', '.join(ENCODERS)}")
     return name, ENCODERS[name]
@@ -172,30 +170,32 @@ def get_encoder_spec(name: str | None) -> tuple[str, Encoder]:
 def check_encoder_model(
     arch: str,
     backbone: str | None,
-    architectures: Collection[str],
+    default_backbones: Mapping[str, str],
     *,
     num_classes: int,
     min_classes: int,
     task: str,
 ) -> tuple[str, Encoder]:
     """(backbone, spec) of an encoder-based model, or UserError naming the field that is
-    wrong: an unknown arch or backbone, or fewer classes than the task needs."""
-    if arch not in architectures:
-        raise UserError(f"unknown model.arch {arch!r}; valid: {', '.join(architectures)}")
-    backbone, spec = get_encoder_spec(backbone)
+    wrong: an unknown arch or backbone, or fewer classes than the task needs.
+    `default_backbones` lists the architectures, each with the backbone a preset gets when
+    `backbone` is None."""
+    if arch not in default_backbones:
+        raise UserError(f"unknown model.arch {arch!r}; valid: {', '.join(default_backbones)}")
+    backbone, spec = get_encoder_spec(backbone or default_backbones[arch])
     if num_classes < min_classes:
         raise UserError(f"{task} needs >= {min_classes} class(es), got {num_classes}")
     return backbone, spec
 
 
 def get_encoder(
-    name: str | None,
+    name: str,
     *,
     weights: str | None = None,
     activation: Activation = RELU,
     model_name: str,
 ) -> nn.Module:
-    """The encoder `name` (None: DEFAULT_ENCODER), with a torchvision weights enum
+    """The encoder `name`, with a torchvision weights enum
     (`weights`, e.g. "ResNet18_Weights.IMAGENET1K_V1", from the local cache only) loaded
     into it. Weights files are the caller's: they may hold a whole task model.
     `activation` applies to the tiny encoder (torchvision encoders keep their own);

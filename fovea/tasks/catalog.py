@@ -9,8 +9,11 @@ holds this file to them, so a name added there and forgotten here fails the suit
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 from types import MappingProxyType
 
 WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".safetensors")  # what the tasks load as files
@@ -71,13 +74,66 @@ SCRATCH_DEFAULTS: Mapping[str, float] = MappingProxyType(
 )
 
 
+# ---- presets and their budgets ---------------------------------------------------------------
+
+# parameters and GFLOPs of every preset on every backbone, written by
+# `python -m fovea.tasks.budgets` (which says how they are counted), checked by
+# tests/tasks/test_budgets.py
+MODEL_SIZES = Path(__file__).with_name("model_sizes.json")
+SIZE_IMAGE = 640  # GFLOPs are of one 1x3x640x640 forward pass
+SIZE_CLASSES: Mapping[str, int] = MappingProxyType({"detection": 80, "segmentation": 2})
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named model size: the backbone it gets when model.backbone is null, and the most
+    parameters it may have with that backbone (tests/tasks/test_budgets.py)."""
+
+    default_backbone: str
+    budget: int  # parameters, at SIZE_CLASSES classes
+    reference: str  # what the budget is measured against
+    alias_of: str | None = None  # a name kept from before presets: the same model
+
+
+_SMP_UNET = "smp U-Net + resnet18: 14.3 M"
+# torchvision's FeaturePyramidNetwork has a 3x3 output conv per level: 1.1 M more than U-Net
+_SMP_FPN = _SMP_UNET + " (FPN: +1.1 M of output convs)"
+_SMALL = "a small CNN for tests and small images on CPU"
+DETECTION_PRESETS: Mapping[str, Preset] = MappingProxyType(
+    {
+        "yolo_n": Preset("tiny", 3_200_000, "YOLOv8n: 3.2 M"),
+        "yolo_s": Preset("mobilenet_v3_large", 11_500_000, "YOLOv8s: 11.2 M"),
+        "yolo_m": Preset("resnet18", 26_000_000, "YOLOv8m: 25.9 M"),
+    }
+)
+SEGMENTATION_PRESETS: Mapping[str, Preset] = MappingProxyType(
+    {
+        # the names from before presets, first in every listing, so specs keep working
+        "unet": Preset("resnet18", 14_500_000, _SMP_UNET, alias_of="unet_m"),
+        "fpn": Preset("resnet18", 15_500_000, _SMP_FPN, alias_of="fpn_m"),
+        "unet_n": Preset("tiny", 1_000_000, _SMALL),
+        "unet_s": Preset("mobilenet_v3_large", 7_500_000, "about half of " + _SMP_UNET),
+        "unet_m": Preset("resnet18", 14_500_000, _SMP_UNET),
+        "fpn_n": Preset("tiny", 1_000_000, _SMALL),
+        "fpn_s": Preset("mobilenet_v3_large", 7_500_000, "about half of " + _SMP_UNET),
+        "fpn_m": Preset("resnet18", 15_500_000, _SMP_FPN),
+    }
+)
+
+
+@cache
+def model_sizes() -> dict[str, object]:
+    """MODEL_SIZES as read: {"image_size", "num_classes", "flops", <task>: {arch: {backbone:
+    {"params", "gflops"}}}}."""
+    return json.loads(MODEL_SIZES.read_text(encoding="utf-8"))
+
+
 @dataclass(frozen=True)
 class TaskInfo:
     name: str
     architectures: tuple[str, ...]
     # () when the architecture is the whole model (classification): no model.backbone
     backbones: tuple[str, ...]
-    default_backbone: str | None
     formats: tuple[str, ...]  # dataset.format values, "builtin" for builtin:// URIs
     main_metric: str  # what `champion` and early stopping compare
     # train.loss_weights names and their defaults; empty: one loss, nothing to weigh
@@ -87,10 +143,23 @@ class TaskInfo:
     torchvision_models: Mapping[str, str]
     image_size_multiple: int = 1  # train.image_size must divide by this
     class_map: bool = False  # dataset.class_map (value masks) applies, "masks" format only
+    # arch -> its default backbone and budget; empty when there are no backbones
+    presets: Mapping[str, Preset] = field(default_factory=lambda: MappingProxyType({}))
+
+    def default_backbone_of(self, arch: str) -> str | None:
+        """The backbone `arch` gets when model.backbone is null (None: no such preset)."""
+        preset = self.presets.get(arch)
+        return preset.default_backbone if preset else None
+
+    @property
+    def default_backbone(self) -> str | None:
+        """The first architecture's default backbone: GET /catalog's `default_backbone`,
+        from before each preset had its own (`presets`)."""
+        return self.default_backbone_of(self.architectures[0])
 
     def weights_key(self, *, arch: str, backbone: str | None) -> str:
         """The part of the model that pretrained weights initialise."""
-        return (backbone or self.default_backbone or arch) if self.backbones else arch
+        return (backbone or self.default_backbone_of(arch) or arch) if self.backbones else arch
 
     def torchvision_weights(self, *, arch: str, backbone: str | None) -> TorchvisionWeights | None:
         model = self.torchvision_models.get(self.weights_key(arch=arch, backbone=backbone))
@@ -119,7 +188,6 @@ CATALOG: Mapping[str, TaskInfo] = MappingProxyType(
                 "convnext_tiny",
             ),
             backbones=(),
-            default_backbone=None,
             formats=("imagefolder", BUILTIN_FORMAT),
             main_metric="top1",
             loss_weights=_frozen({}),  # cross-entropy alone (train.label_smoothing shapes it)
@@ -136,27 +204,27 @@ CATALOG: Mapping[str, TaskInfo] = MappingProxyType(
         ),
         "detection": TaskInfo(
             name="detection",
-            architectures=("yolo_n", "yolo_s", "yolo_m"),
+            architectures=tuple(DETECTION_PRESETS),
             backbones=_ENCODERS,
-            default_backbone="resnet18",
             formats=("coco", "yolo", "voc", BUILTIN_FORMAT),
             main_metric="map",
             loss_weights=_frozen({"cls": 1.0, "box": 2.0}),
             output_columns=("boxes", "scores", "labels", "class_names"),
             torchvision_models=_frozen({**_RESNETS, "mobilenet_v3_large": "mobilenet_v3_large"}),
             image_size_multiple=32,  # the coarsest feature stride
+            presets=DETECTION_PRESETS,
         ),
         "segmentation": TaskInfo(
             name="segmentation",
-            architectures=("unet", "fpn"),
+            architectures=tuple(SEGMENTATION_PRESETS),
             backbones=_ENCODERS,
-            default_backbone="resnet18",
             formats=("masks", "yolo", "coco", BUILTIN_FORMAT),
             main_metric="miou",
             loss_weights=_frozen({"ce": 1.0, "dice": 1.0}),
             output_columns=("mask", "classes"),
             torchvision_models=_frozen({**_RESNETS, "mobilenet_v3_large": "mobilenet_v3_large"}),
             class_map=True,
+            presets=SEGMENTATION_PRESETS,
         ),
     }
 )
@@ -256,6 +324,9 @@ def catalog_json() -> dict[str, object]:
                 "architectures": list(info.architectures),
                 "backbones": list(info.backbones),
                 "default_backbone": info.default_backbone,
+                "presets": _presets_json(name, info),
+                # every arch on every backbone: {"params": n, "gflops": g} (see model_sizes)
+                "sizes": model_sizes().get(name, {}),
                 "formats": list(info.formats),
                 "main_metric": info.main_metric,
                 "loss_weights": dict(info.loss_weights),
@@ -275,6 +346,12 @@ def catalog_json() -> dict[str, object]:
             for name, info in CATALOG.items()
         },
         "fine_tune_defaults": dict(FINE_TUNE_DEFAULTS),
+        "model_sizes": {
+            "image_size": SIZE_IMAGE,
+            "num_classes": dict(SIZE_CLASSES),
+            "gflops": "FLOPs / 1e9 of one forward pass at image_size, a multiply-add counted "
+            "as 2 FLOPs (torch FlopCounterMode; convolutions and matrix products only)",
+        },
         "builtin_datasets": {
             BUILTIN_PREFIX + name: {
                 "tasks": sorted(d.tasks),
@@ -286,4 +363,19 @@ def catalog_json() -> dict[str, object]:
             }
             for name, d in BUILTIN_DATASETS.items()
         },
+    }
+
+
+def _presets_json(task: str, info: TaskInfo) -> dict[str, object]:
+    """arch -> its default backbone, budget and size with that backbone."""
+    sizes = model_sizes().get(task, {})
+    return {
+        arch: {
+            "default_backbone": p.default_backbone,
+            "budget_params": p.budget,
+            "budget_reference": p.reference,
+            "alias_of": p.alias_of,
+            **sizes.get(arch, {}).get(p.default_backbone, {}),  # params, gflops
+        }
+        for arch, p in info.presets.items()
     }

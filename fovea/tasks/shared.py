@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from fovea.tasks.backbones import DEFAULT_ENCODER
 from fovea.tasks.base import (
     DataBundle,
     DataConfig,
@@ -61,6 +60,8 @@ class BaseTask:
     card_version: ClassVar[int] = 1
     predict_batch: ClassVar[int] = 16  # images per forward pass in predict_arrays
     has_backbone: ClassVar[bool] = True  # the card names model.backbone
+    # arch -> the backbone a preset gets when model.backbone is null (its own model.py's)
+    default_backbones: ClassVar[Mapping[str, str]] = {}
 
     # -- hooks a task implements ------------------------------------------------------------
 
@@ -105,7 +106,7 @@ class BaseTask:
             "arch": model_config.arch,
         }
         if self.has_backbone:
-            card["backbone"] = model_config.backbone or DEFAULT_ENCODER
+            card["backbone"] = model_config.backbone or self.default_backbones[model_config.arch]
         return {
             **card,
             "num_classes": len(class_names),

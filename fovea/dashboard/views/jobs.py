@@ -173,7 +173,7 @@ def _form() -> dict[str, Any]:
             backbone = st.selectbox(
                 "Backbone",
                 info["backbones"],
-                index=info["backbones"].index(info["default_backbone"]),
+                index=info["backbones"].index(info["presets"][arch]["default_backbone"]),
                 key="f_backbone",
             )
             _field_error("model.backbone")

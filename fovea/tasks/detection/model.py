@@ -14,8 +14,11 @@ detector takes the feature maps at strides 8, 16 and 32.
 
 Presets scale the neck and head by a width multiplier (channels = 256 x width: 64, 128,
 192) and a depth multiplier (residual blocks per fusion = ceil(3 x depth): 1, 1, 3; head
-branches get one 3x3 conv fewer, at least one); the backbone is chosen separately
-(ModelConfig.backbone, default resnet18; "tiny" for tests and small images on CPU).
+branches get one 3x3 conv fewer, at least one), and each names its default backbone, so
+that with it the preset stays within the parameter budget of its YOLOv8 namesake
+(catalog.py states the budgets, tests/tasks/test_budgets.py holds the presets to them):
+yolo_n on `tiny` (0.8 M, budget 3.2 M), yolo_s on `mobilenet_v3_large` (5.1 M, 11.5 M),
+yolo_m on `resnet18` (20.4 M, 26 M), at 80 classes. ModelConfig.backbone overrides it.
 
 In training mode `forward(images, targets)` returns named losses; in eval mode a list of
 {"boxes" [K, 4] xyxy in pixels of the input image, "scores" [K], "labels" [K]} per image.
@@ -45,13 +48,15 @@ HEAD_PREFIX = "head."
 class Preset:
     width: float  # neck/head channels = round(256 * width)
     depth: float  # blocks per neck fusion = ceil(3 * depth); 3x3 convs per head branch one less
+    backbone: str  # the default model.backbone
 
 
 ARCHITECTURES: dict[str, Preset] = {
-    "yolo_n": Preset(width=0.25, depth=0.33),
-    "yolo_s": Preset(width=0.5, depth=0.33),
-    "yolo_m": Preset(width=0.75, depth=0.67),
+    "yolo_n": Preset(width=0.25, depth=0.33, backbone="tiny"),
+    "yolo_s": Preset(width=0.5, depth=0.33, backbone="mobilenet_v3_large"),
+    "yolo_m": Preset(width=0.75, depth=0.67, backbone="resnet18"),
 }
+DEFAULT_BACKBONES = {name: preset.backbone for name, preset in ARCHITECTURES.items()}
 
 
 # ---- neck: three backbone maps -> three maps of one width -----------------------------------
@@ -160,7 +165,7 @@ def build_detector(
 ) -> Detector:
     """The model in training mode; UserError for an unknown arch, backbone or bad weights."""
     backbone, spec = check_encoder_model(
-        arch, backbone, ARCHITECTURES, num_classes=num_classes, min_classes=1, task="detection"
+        arch, backbone, DEFAULT_BACKBONES, num_classes=num_classes, min_classes=1, task="detection"
     )
     preset, name = ARCHITECTURES[arch], f"{arch}/{backbone}"
     channels = round(256 * preset.width)

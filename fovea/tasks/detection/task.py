@@ -27,6 +27,7 @@ from fovea.tasks.detection.metrics import (
 )
 from fovea.tasks.detection.model import (
     ARCHITECTURES,
+    DEFAULT_BACKBONES,
     LEVELS,
     DecodedDetector,
     Detector,
@@ -48,6 +49,7 @@ class DetectionTask(LossWeightedTask):
 
     architectures: ClassVar[tuple[str, ...]] = tuple(ARCHITECTURES)
     backbones: ClassVar[tuple[str, ...]] = tuple(ENCODERS)
+    default_backbones: ClassVar[Mapping[str, str]] = DEFAULT_BACKBONES
 
     def __init__(self, *, loss_weights: Mapping[str, float] | None = None) -> None:
         self.loss_weights = check_loss_weights(loss_weights)

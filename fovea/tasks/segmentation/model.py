@@ -1,6 +1,10 @@
 """Segmentation architectures: an encoder, a decoder and a head, each its own module.
 
-`ARCHITECTURES` ("unet", "fpn") is the explicit list; the encoder is any of the shared zoo
+`ARCHITECTURES` is the explicit list: U-Net and FPN presets by size, each with a default
+encoder (`unet_n` / `fpn_n` on `tiny`, `unet_s` / `fpn_s` on `mobilenet_v3_large`, `unet_m`
+/ `fpn_m` on `resnet18`, the size of smp's U-Net + resnet18, 14.3 M; catalog.py states
+the budgets, tests/tasks/test_budgets.py holds the presets to them), and `unet` / `fpn`,
+the names from before presets, as `unet_m` / `fpn_m`. The encoder is any of the shared zoo
 (tasks/backbones.py: torchvision resnet18/34/50, mobilenet_v3_large, and a tiny CNN for
 tests and small images), which returns five feature maps at strides 2, 4, 8, 16 and 32.
 Every model returns logits [N, num_classes, H, W] at the input resolution (inputs are
@@ -193,10 +197,23 @@ def _fpn(encoder: nn.Module, widths: DecoderWidths, num_classes: int) -> Segment
     return SegmentationModel(encoder=encoder, decoder=decoder, segmentation_head=head)
 
 
-ARCHITECTURES: dict[str, Callable[[nn.Module, DecoderWidths, int], SegmentationModel]] = {
-    "unet": _unet,
-    "fpn": _fpn,
+@dataclass(frozen=True)
+class Preset:
+    build: Callable[[nn.Module, DecoderWidths, int], SegmentationModel]
+    backbone: str  # the default model.backbone
+
+
+ARCHITECTURES: dict[str, Preset] = {
+    "unet": Preset(_unet, backbone="resnet18"),  # = unet_m, the name before presets
+    "fpn": Preset(_fpn, backbone="resnet18"),  # = fpn_m
+    "unet_n": Preset(_unet, backbone="tiny"),
+    "unet_s": Preset(_unet, backbone="mobilenet_v3_large"),
+    "unet_m": Preset(_unet, backbone="resnet18"),
+    "fpn_n": Preset(_fpn, backbone="tiny"),
+    "fpn_s": Preset(_fpn, backbone="mobilenet_v3_large"),
+    "fpn_m": Preset(_fpn, backbone="resnet18"),
 }
+DEFAULT_BACKBONES = {name: preset.backbone for name, preset in ARCHITECTURES.items()}
 
 
 def build_segmenter(
@@ -204,13 +221,18 @@ def build_segmenter(
 ) -> SegmentationModel:
     """The model in training mode; UserError for an unknown arch, backbone or bad weights."""
     backbone, spec = check_encoder_model(
-        arch, backbone, ARCHITECTURES, num_classes=num_classes, min_classes=2, task="segmentation"
+        arch,
+        backbone,
+        DEFAULT_BACKBONES,
+        num_classes=num_classes,
+        min_classes=2,
+        task="segmentation",
     )
     name = f"{arch}/{backbone}"
     enum_weights, weights_file = split_weights(weights)
     encoder = get_encoder(backbone, weights=enum_weights, model_name=name)
     widths = DECODER_WIDTHS.get(backbone, DEFAULT_WIDTHS)
-    model = ARCHITECTURES[arch](encoder, widths, num_classes)
+    model = ARCHITECTURES[arch].build(encoder, widths, num_classes)
     if weights_file is not None:
         hint = "(same model.arch and model.backbone as the model that saved them?)"
         prefixes = spec.classifier_prefixes

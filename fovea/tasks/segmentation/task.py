@@ -27,7 +27,7 @@ from fovea.tasks.segmentation.metrics import (
     predictions_png,
     segmentation_metrics,
 )
-from fovea.tasks.segmentation.model import ARCHITECTURES, build_segmenter
+from fovea.tasks.segmentation.model import ARCHITECTURES, DEFAULT_BACKBONES, build_segmenter
 from fovea.tasks.shared import LossWeightedTask, PredictRequest
 
 # Logits upsampled to the input size above this many elements (classes x pixels) would
@@ -45,6 +45,7 @@ class SegmentationTask(LossWeightedTask):
 
     architectures: ClassVar[tuple[str, ...]] = tuple(ARCHITECTURES)
     backbones: ClassVar[tuple[str, ...]] = tuple(ENCODERS)
+    default_backbones: ClassVar[Mapping[str, str]] = DEFAULT_BACKBONES
 
     def __init__(self, *, loss_weights: Mapping[str, float] | None = None) -> None:
         self.loss = SegmentationLoss(
