@@ -71,7 +71,7 @@ def test_the_form_follows_the_catalog_of_the_api(dashboard_env: LiveServer) -> N
     assert not at.exception, at.exception
     assert at.text_input(key="f_uri").value == "builtin://shapes"  # digits is not for detection
     assert at.selectbox(key="f_arch").options == ["yolo_n", "yolo_s", "yolo_m"]
-    assert at.selectbox(key="f_backbone").value == "resnet18"
+    assert at.selectbox(key="f_backbone").value == "tiny"  # yolo_n's default
     at.selectbox(key="f_backbone").select("tiny").run()
     at.text_input(key="f_name").input("detect-from-form").run()
     at.button(key="f_submit").click().run()
