@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.dashboard.browser import OUTPUT, Dashboard, chromium_path, open_page, settle
-from tests.support import TOKEN, Stack
+from tests.support.browser import OUTPUT, Dashboard, chromium_path, open_page, settle
+from tests.support.servers import TOKEN
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.slow
 
@@ -124,7 +125,7 @@ def test_submit_watch_and_open_the_run(stack: Stack, browser_page) -> None:  # t
 def _apptest(stack: Stack, monkeypatch: pytest.MonkeyPatch, path: str | None, **query: str):  # type: ignore[no-untyped-def]
     from streamlit.testing.v1 import AppTest
 
-    from tests.dashboard.conftest import APP
+    from tests.support.dashboard import APP
 
     monkeypatch.setenv("FOVEA_DASHBOARD_API_URL", stack.url)
     monkeypatch.setenv("FOVEA_API_TOKEN", TOKEN)

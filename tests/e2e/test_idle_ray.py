@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from tests.e2e.test_platform import digits_spec
-from tests.support import Stack
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.slow
 IDLE_STOP_S = 3

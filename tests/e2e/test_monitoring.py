@@ -13,7 +13,7 @@ from PIL import Image, ImageFilter
 
 from fovea.tasks import DataConfig, get_task
 from tests.e2e.test_platform import digits_spec
-from tests.support import Stack
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.slow
 MODEL = "digits-monitor"
@@ -102,8 +102,8 @@ def _drift_page_shows_the_window(stack: Stack, monkeypatch, report_id: int) -> N
     drifting window (default: the newest report that drifted)."""
     from streamlit.testing.v1 import AppTest
 
-    from tests.dashboard.conftest import APP
-    from tests.support import TOKEN
+    from tests.support.dashboard import APP
+    from tests.support.servers import TOKEN
 
     monkeypatch.setenv("FOVEA_DASHBOARD_API_URL", stack.url)
     monkeypatch.setenv("FOVEA_API_TOKEN", TOKEN)

@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import TOKEN, Stack, free_port
+from tests.support.servers import TOKEN, free_port
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from fovea.tasks.data.shapes import generate_shapes
-from tests.support import Stack
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.slow
 

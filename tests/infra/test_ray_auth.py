@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import free_port
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.slow
 

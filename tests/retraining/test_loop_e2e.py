@@ -18,7 +18,7 @@ import pytest
 from fovea.platform.model_events import record_model_event
 from fovea.platform.store import make_engine, session_factory, transaction
 from tests.conftest import DATASETS
-from tests.support import Stack
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ import torch
 from fovea.config import Settings
 from fovea.platform.api.app import create_app
 from fovea.tracking import RunLogger, log_model
-from tests.support import LiveServer, free_port
+from tests.support.servers import LiveServer, free_port
 
 TOKEN = "promote-token"
 CARD = {"task": "classification", "arch": "smallcnn", "num_classes": 2, "image_size": 32}

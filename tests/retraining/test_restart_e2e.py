@@ -24,7 +24,7 @@ from fovea.platform.store import (
     upgrade,
     utcnow,
 )
-from tests.support import Stack
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,7 @@ from fovea.tracking._mlflow import make_client
 from fovea.tracking.pyfunc import as_image_batch
 
 if TYPE_CHECKING:
-    from tests.tracking.conftest import MlflowStore
+    from tests.support.stores import MlflowStore
 
 CLASS_NAMES = ["red", "green", "blue"]
 
