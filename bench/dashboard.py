@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fovea.config import Settings
 from fovea.platform.api.app import create_app
-from tests.dashboard.browser import Dashboard, chromium_path, open_page
-from tests.dashboard.conftest import _seed_run
-from tests.support import LiveServer, free_port
+from tests.support.browser import Dashboard, chromium_path, open_page
+from tests.support.dashboard import seed_run
+from tests.support.servers import LiveServer, free_port
 
 TOKEN = "bench-token"
 TITLES = {"jobs": "Jobs", "run": "Job / run", "models": "Models", "drift": "Drift",
@@ -64,7 +64,7 @@ def seed_jobs(http: httpx.Client, settings: Settings, n: int) -> str:
             if i % 10 != 7:  # running
                 svc.transition(session=session, job=job, to=end, message="bench")
     engine.dispose()
-    _seed_run(settings, run_job)
+    seed_run(settings, run_job)
     return run_job
 
 

@@ -119,11 +119,21 @@ def base_env(root: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "FOVEA_", "MLFLOW_"))}
     home = root / "home"
     home.mkdir(exist_ok=True)
-    env.update(HOME=str(home), RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(REPO))
+    # RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0: a Ray node stops at once on SIGTERM instead of
+    # draining for 30 s (for Serve replicas on Kubernetes), which here never finished
+    env.update(
+        HOME=str(home),
+        RAY_USAGE_STATS_ENABLED="0",
+        RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",
+        PYTHONPATH=str(REPO),
+    )
     return env
 
 
-def start_mlflow(procs: Processes, root: Path, store_url: str, env: dict[str, str]) -> str:
+def start_mlflow(
+    procs: Processes, root: Path, store_url: str, env: dict[str, str]
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """Start `mlflow server`; its URL and process (wait_http tells when it answers)."""
     port = free_port()
     ini = root / "basic_auth.ini"
     ini.write_text(
@@ -152,11 +162,7 @@ def start_mlflow(procs: Processes, root: Path, store_url: str, env: dict[str, st
         "--serve-artifacts",
         f"--artifacts-destination={root / 'mlartifacts'}",
     ]
-    proc = procs.start("mlflow", args, mlflow_env)
-    wait_http(
-        f"http://127.0.0.1:{port}/health", proc=proc, log=procs.logs / "mlflow.log", timeout_s=180
-    )
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{port}", procs.start("mlflow", args, mlflow_env)
 
 
 def start_ray(procs: Processes, root: Path, env: dict[str, str]) -> str:
@@ -263,7 +269,7 @@ def main(argv: list[str]) -> int:
         stack.callback(procs.stop_all)
         env = base_env(root)
         user, password = "admin", secrets.token_hex(16)
-        tracking = start_mlflow(
+        tracking, mlflow = start_mlflow(
             procs,
             root,
             mlflow_db,
@@ -283,9 +289,10 @@ def main(argv: list[str]) -> int:
             "FOVEA_DATA_ROOTS": str(REPO),
             "FOVEA_API_TOKEN": api_token,
         }
-        address = start_ray(procs, root, env)
+        address = start_ray(procs, root, env)  # while MLflow starts
         env["FOVEA_RAY_ADDRESS"] = address
         wait_for_workers(address, env, cpus=2, timeout_s=120)
+        wait_http(f"{tracking}/health", proc=mlflow, log=procs.logs / "mlflow.log", timeout_s=180)
         fovea = str(BIN / "fovea")
         api = procs.start(
             "api", [fovea, "api", "--host", "127.0.0.1", "--port", str(api_port)], env

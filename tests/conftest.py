@@ -1,19 +1,17 @@
-"""Shared fixtures: real SQLite and PostgreSQL job stores, real datasets, a real API server."""
+"""Shared fixtures: real SQLite and PostgreSQL job stores, real datasets, one real stack."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.stack import Stack
+from tests.support.stores import pg_database
+
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO.parent / "shared" / "datasets"
-PG_ADMIN_URL = os.environ.get(
-    "FOVEA_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 
 
 @pytest.fixture(scope="session")
@@ -23,29 +21,34 @@ def datasets() -> Path:
     return DATASETS
 
 
-def _pg_database() -> Iterator[str]:
-    """A fresh PostgreSQL database on the real server, dropped afterwards."""
-    from sqlalchemy import create_engine, text
-
-    name = f"fovea_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # CI must have it: fail loudly, never skip
-        pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is not usable: {exc}")
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'jobs.db'}"
     else:
-        yield from _pg_database()
+        yield from pg_database()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    yield from pg_database()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One real `fovea up` (API, scheduler, local Ray, SQLite, MLflow) for every test that
+    needs no stack of its own: starting one costs 10-20 s. Tests keep apart by names (jobs,
+    models, schedules, data folders) no other test uses."""
+    root = tmp_path_factory.mktemp("stack")
+    data = root / "data"
+    (data / "empty" / "someclass").mkdir(parents=True)  # a dataset with no images
+    for name in ("cats", "dogs"):  # image files by name, none of them readable
+        (data / "unreadable" / name).mkdir(parents=True)
+        (data / "unreadable" / name / "x.jpg").write_bytes(b"not a jpeg")
+    # every live image kept: the drift page shows those of a drifting window; progress
+    # every 0.5 s: a fault test kills a worker at a given epoch of a short job
+    env = {"FOVEA_PREDICTION_SAMPLE_RATE": "1", "FOVEA_SCHEDULER_INTERVAL_S": "0.5"}
+    s = Stack(root / "home", data, env=env)
+    s.start()
+    yield s
+    s.stop()

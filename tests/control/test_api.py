@@ -11,21 +11,19 @@ import pytest
 
 from fovea.config import Settings
 from fovea.platform.api.app import create_app
-from tests.support import LiveServer, free_port
+from tests.support.servers import LiveServer, free_port
+from tests.support.specs import digits_spec
 
 TOKEN = "test-token-123"
 
 
 def body(**overrides):  # type: ignore[no-untyped-def]
-    spec = {
-        "name": "flowers",
-        "task": "classification",
-        "dataset": {"uri": "builtin://digits", "format": "imagefolder"},
-        "model": {"arch": "resnet18"},
-        "train": {"epochs": 3},
-    }
-    spec.update(overrides)
-    return spec
+    """A digits job; each override replaces its whole section (train={} has no epochs)."""
+    spec = digits_spec(
+        name="flowers", dataset={"format": "imagefolder"}, model={"arch": "resnet18"},
+        train={"epochs": 3},
+    )  # fmt: skip
+    return {**spec, **overrides}
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,8 @@ import yaml
 
 from fovea.config import Settings
 from fovea.platform.api.app import create_app
-from tests.support import LiveServer, free_port
+from tests.support.servers import LiveServer, free_port
+from tests.support.specs import digits_spec
 
 TOKEN = "cli-token"
 
@@ -33,18 +34,7 @@ def fovea(*args: str, url: str | None = None, token: str = TOKEN) -> subprocess.
 
 def test_submit_list_status_cancel(server: LiveServer, tmp_path: Path) -> None:
     spec = tmp_path / "job.yaml"
-    spec.write_text(
-        yaml.safe_dump(
-            {
-                "name": "cli-job",
-                "task": "classification",
-                "priority": 4,
-                "dataset": {"uri": "builtin://digits"},
-                "model": {"arch": "smallcnn"},
-                "train": {"epochs": 1},
-            }
-        )
-    )
+    spec.write_text(yaml.safe_dump(digits_spec(name="cli-job", priority=4)))
     out = fovea("submit", str(spec), url=server.url)
     assert out.returncode == 0, out.stderr
     job_id = out.stdout.split("submitted job ")[1].split()[0]
@@ -58,17 +48,7 @@ def test_submit_list_status_cancel(server: LiveServer, tmp_path: Path) -> None:
 
 def test_errors_are_messages_not_tracebacks(server: LiveServer, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text(
-        yaml.safe_dump(
-            {
-                "name": "x",
-                "task": "classification",
-                "dataset": {"uri": "builtin://digits"},
-                "model": {"arch": "smallcnn"},
-                "train": {"epochs": 0},
-            }
-        )
-    )
+    bad.write_text(yaml.safe_dump(digits_spec(name="x", train={"epochs": 0})))
     out = fovea("submit", str(bad), url=server.url)
     assert out.returncode == 1 and "train.epochs" in out.stdout and "Traceback" not in out.stderr
     out = fovea("status", "nope", url=server.url)

@@ -23,16 +23,11 @@ from fovea.config import Settings
 from fovea.platform.api.app import create_app
 from fovea.platform.jobs import service as svc
 from fovea.platform.store import JobState, transaction
-from tests.support import LiveServer, free_port
+from tests.support.servers import LiveServer, free_port
+from tests.support.specs import digits_spec
 
 TOKEN = "wait-token"
-SPEC = {
-    "name": "waited",
-    "task": "classification",
-    "dataset": {"uri": "builtin://digits"},
-    "model": {"arch": "smallcnn"},
-    "train": {"epochs": 2},
-}
+SPEC = digits_spec(name="waited", train={"epochs": 2})
 
 
 @pytest.fixture(scope="module")

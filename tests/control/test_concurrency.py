@@ -20,7 +20,8 @@ from sqlalchemy import create_engine, event, text
 
 from fovea.config import Settings
 from fovea.platform.api.app import create_app
-from tests.support import LiveServer, free_port
+from tests.support.servers import LiveServer, free_port
+from tests.support.specs import digits_spec
 
 TOKEN = "many-clients"
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
@@ -32,14 +33,7 @@ CANCELLED = 20  # 2 clients cancel each of these pre-created jobs
 
 
 def job_spec(name: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "task": "classification",
-        "dataset": {"uri": "builtin://digits"},
-        "model": {"arch": "smallcnn"},
-        "train": {"epochs": 1},
-        "register_as": None,
-    }
+    return digits_spec(name=name, register_as=None)
 
 
 @dataclass

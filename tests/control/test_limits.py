@@ -13,25 +13,14 @@ import pytest
 
 from fovea.config import Settings
 from fovea.platform.api.app import create_app
-from tests.support import LiveServer, free_port
+from tests.support.servers import LiveServer, free_port
+from tests.support.specs import digits_spec, merged
 
 TOKEN = "limits-token"
 
 
 def spec(**overrides):  # type: ignore[no-untyped-def]
-    base = {
-        "name": "lim",
-        "task": "classification",
-        "dataset": {"uri": "builtin://digits"},
-        "model": {"arch": "resnet18"},
-        "train": {"epochs": 1},
-    }
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            base[key] = {**base[key], **value}  # type: ignore[dict-item]
-        else:
-            base[key] = value
-    return base
+    return digits_spec(**merged({"name": "lim", "model": {"arch": "resnet18"}}, overrides))
 
 
 @pytest.fixture(scope="module")

@@ -19,17 +19,10 @@ from fovea.platform.jobs import service as svc
 from fovea.platform.jobs.spec import JobSpec
 from fovea.platform.store import Base, Job, JobState, make_engine, session_factory, transaction
 from fovea.platform.store.db import upgrade
+from tests.support.specs import digits_spec
 
 REPO = Path(__file__).resolve().parents[2]
-SPEC = JobSpec.model_validate(
-    {
-        "name": "j",
-        "task": "classification",
-        "dataset": {"uri": "builtin://digits"},
-        "model": {"arch": "smallcnn"},
-        "train": {"epochs": 1},
-    }
-)
+SPEC = JobSpec.model_validate(digits_spec(name="j"))
 
 
 def _differences(engine) -> list:  # type: ignore[no-untyped-def]

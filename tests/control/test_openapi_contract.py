@@ -20,7 +20,7 @@ import pytest
 
 from fovea.config import Settings
 from fovea.platform.api.app import create_app
-from tests.support import LiveServer, free_port
+from tests.support.servers import LiveServer, free_port
 
 TOKEN = "contract-token"
 EXAMPLES = int(os.environ.get("FOVEA_CONTRACT_EXAMPLES", "12"))  # per operation and phase

@@ -18,8 +18,9 @@ from fovea.platform.jobs import service as svc
 from fovea.platform.monitoring.service import log_predictions
 from fovea.platform.store import JobState, make_engine, session_factory, transaction, utcnow
 from fovea.tasks.catalog import CATALOG, TASK_NAMES
-from tests.control.test_monitoring import replica_results
-from tests.support import LiveServer, free_port
+from tests.support.monitoring import replica_results
+from tests.support.servers import LiveServer, free_port
+from tests.support.specs import digits_spec
 
 TOKEN = "queue-token"
 
@@ -43,16 +44,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 
 
 def submit(http: httpx.Client, name: str, *, priority: int = 0, project: str = "vision") -> str:
-    spec = {
-        "name": name,
-        "task": "classification",
-        "project": project,
-        "priority": priority,
-        "dataset": {"uri": "builtin://digits"},
-        "model": {"arch": "smallcnn"},
-        "train": {"epochs": 1},
-        "resources": {"cpus": 2},
-    }
+    spec = digits_spec(name=name, project=project, priority=priority, resources={"cpus": 2})
     r = http.post("/jobs", json=spec)
     assert r.status_code == 201, r.text
     return r.json()["id"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,58 +12,20 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from fovea.config import Settings
 from fovea.platform.jobs import service as svc
 from fovea.platform.jobs.scheduler import Scheduler
-from fovea.platform.jobs.spec import JobSpec
 from fovea.platform.store import (
     Job,
     JobEvent,
     JobState,
-    make_engine,
-    session_factory,
     transaction,
-    upgrade,
 )
 from fovea.platform.wake import Wake
 from fovea.workers.failures import Outcome, OutcomeKind
 from fovea.workers.testing import FakeBackend
 from fovea.workers.types import JobResult, WorkerJob
-from tests.conftest import _pg_database
-
-SPEC = {
-    "name": "tiny",
-    "task": "classification",
-    "dataset": {"uri": "builtin://digits"},
-    "model": {"arch": "smallcnn"},
-    "train": {"epochs": 1},
-}
-
-
-def spec(cpus: float = 1.0, max_retries: int = 0) -> JobSpec:
-    return JobSpec.model_validate({**SPEC, "resources": {"cpus": cpus}, "max_retries": max_retries})
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    yield from _pg_database()
-
-
-def make_sessions(url: str) -> sessionmaker[Session]:
-    engine = make_engine(url)
-    upgrade(engine)
-    return session_factory(engine)
-
-
-def settings(tmp_path: Path, url: str, **extra: float) -> Settings:
-    fields = {"retry_backoff_s": 0.0, "lease_seconds": 60.0, **extra}
-    return Settings(home=tmp_path, database_url=url, data_roots=[tmp_path], **fields)
-
-
-def submit(sessions: sessionmaker[Session], n: int, **kw: float) -> list[str]:
-    one = spec(**kw)  # type: ignore[arg-type]
-    with transaction(sessions) as s:
-        return [svc.create_job(session=s, spec=one)[0].id for _ in range(n)]
+from tests.support.scheduling import settings, submit
+from tests.support.stores import make_sessions
 
 
 def states(sessions: sessionmaker[Session]) -> dict[str, int]:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from fovea.platform.jobs import service as svc
 from fovea.platform.store import JobState, transaction
-from tests.control.test_scheduler import make_sessions, submit
+from tests.support.scheduling import submit
+from tests.support.stores import make_sessions
 
 SCHEDULER = textwrap.dedent("""
     import logging, sys

@@ -24,20 +24,12 @@ from fovea.platform.store import (
     transaction,
     upgrade,
 )
+from tests.support.specs import digits_spec
 
 
 def spec(name: str = "j", priority: int = 0, project: str = "p", cpus: float = 1.0) -> JobSpec:
     return JobSpec.model_validate(
-        {
-            "name": name,
-            "task": "classification",
-            "project": project,
-            "priority": priority,
-            "dataset": {"uri": "builtin://digits"},
-            "model": {"arch": "smallcnn"},
-            "train": {"epochs": 1},
-            "resources": {"cpus": cpus},
-        }
+        digits_spec(name=name, project=project, priority=priority, resources={"cpus": cpus})
     )
 
 

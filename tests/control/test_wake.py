@@ -19,7 +19,8 @@ from fovea.platform.wake import LOCAL, Listener, Wake, quiet
 from fovea.workers.backend import Handle
 from fovea.workers.failures import Outcome
 from fovea.workers.testing import FakeBackend, finished
-from tests.control.test_scheduler import make_sessions, settings, spec, submit
+from tests.support.scheduling import settings, spec, submit
+from tests.support.stores import make_sessions
 
 
 def test_a_commit_that_writes_a_job_wakes_this_process(db_url: str) -> None:

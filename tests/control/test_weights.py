@@ -20,7 +20,7 @@ from fovea.platform.api.app import create_app
 from fovea.platform.jobs.scheduler import Scheduler
 from fovea.platform.store import make_engine, session_factory
 from fovea.workers.testing import FakeBackend
-from tests.support import LiveServer, free_port
+from tests.support.servers import LiveServer, free_port
 
 TOKEN = "weights-token"
 

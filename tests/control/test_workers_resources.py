@@ -12,18 +12,14 @@ from fovea.platform.jobs import service as svc
 from fovea.platform.jobs.spec import JobSpec
 from fovea.platform.jobs.validation import JobLimits, check_spec
 from fovea.platform.store import make_engine, session_factory, transaction, upgrade
+from tests.support.specs import digits_spec
 
 
 def spec(name: str = "j", *, workers: int = 1, cpus: float = 1.0, batch: int = 32) -> JobSpec:
     return JobSpec.model_validate(
-        {
-            "name": name,
-            "task": "classification",
-            "dataset": {"uri": "builtin://digits"},
-            "model": {"arch": "smallcnn"},
-            "train": {"epochs": 1, "batch_size": batch},
-            "resources": {"workers": workers, "cpus": cpus},
-        }
+        digits_spec(
+            name=name, train={"batch_size": batch}, resources={"workers": workers, "cpus": cpus}
+        )
     )
 
 

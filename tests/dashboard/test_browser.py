@@ -1,6 +1,10 @@
-"""The dashboard in a real browser against the whole stack (`fovea up`: API, scheduler, local
-Ray, MLflow): submit a job from the form, watch its progress move, open the finished run, and
-screenshot every page under test-output/dashboard/."""
+"""The dashboard in a real browser against the whole stack (the session's shared `fovea up`:
+API, scheduler, local Ray, MLflow): submit a job from the form, watch its progress move, open
+the finished run, and screenshot every page under test-output/dashboard/.
+
+Other tests register models and create schedules on the same stack; "browser-digits" and
+"nightly" sort first among their names, so the pages that show the first model or schedule
+by default show these."""
 
 from __future__ import annotations
 
@@ -11,20 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.dashboard.browser import OUTPUT, Dashboard, chromium_path, open_page, settle
-from tests.support import TOKEN, Stack
+from tests.support.browser import OUTPUT, Dashboard, chromium_path, open_page, settle
+from tests.support.servers import TOKEN
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    root = tmp_path_factory.mktemp("browser")
-    (root / "data").mkdir()
-    s = Stack(root / "home", root / "data")
-    s.start()
-    yield s
-    s.stop()
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +80,7 @@ def test_submit_watch_and_open_the_run(stack: Stack, browser_page) -> None:  # t
     page.get_by_text("confusion_matrix.png").first.wait_for(timeout=30_000)
     page.screenshot(path=str(OUTPUT / "run.png"), full_page=True)
 
-    open_page(page, f"{dashboard.url}/models", "Models")
+    open_page(page, f"{dashboard.url}/models?model=browser-digits", "Models")
     page.screenshot(path=str(OUTPUT / "models.png"), full_page=True)
     page.get_by_text("Champion version: v1").wait_for(timeout=30_000)  # exactly one, or raises
 
@@ -124,7 +119,7 @@ def test_submit_watch_and_open_the_run(stack: Stack, browser_page) -> None:  # t
 def _apptest(stack: Stack, monkeypatch: pytest.MonkeyPatch, path: str | None, **query: str):  # type: ignore[no-untyped-def]
     from streamlit.testing.v1 import AppTest
 
-    from tests.dashboard.conftest import APP
+    from tests.support.dashboard import APP
 
     monkeypatch.setenv("FOVEA_DASHBOARD_API_URL", stack.url)
     monkeypatch.setenv("FOVEA_API_TOKEN", TOKEN)
@@ -139,9 +134,10 @@ def _apptest(stack: Stack, monkeypatch: pytest.MonkeyPatch, path: str | None, **
 def test_apptest_run_and_models_pages_on_the_stack(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    jobs = stack.http.get("/jobs", params={"state": "succeeded"}).json()["items"]
-    assert jobs, "the browser test trains the job these pages show"
-    job = jobs[0]
+    jobs = stack.http.get("/jobs", params={"state": "succeeded", "limit": 500}).json()["items"]
+    ours = [j for j in jobs if j["name"] == "browser-digits"]
+    assert ours, "the browser test trains the job these pages show"
+    job = ours[0]
     at = _apptest(stack, monkeypatch, "views/run.py", job=job["id"])
     assert not at.exception, at.exception
     assert any(m.value == "State: **succeeded**" for m in at.markdown)
@@ -150,7 +146,7 @@ def test_apptest_run_and_models_pages_on_the_stack(
     # one epoch of a small CNN: beats chance (0.1) by a margin, far from converged
     assert matrices and matrices[0].values.trace() > matrices[0].values.sum() * 0.15
 
-    at = _apptest(stack, monkeypatch, "views/models.py")
+    at = _apptest(stack, monkeypatch, "views/models.py", model="browser-digits")
     assert not at.exception, at.exception
     assert any("Champion version: v1" in c.value for c in at.caption)
     import io

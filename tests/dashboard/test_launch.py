@@ -9,7 +9,7 @@ import time
 
 import httpx
 
-from tests.support import free_port
+from tests.support.servers import free_port
 
 
 def test_fovea_dashboard_serves_on_loopback(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.dashboard.conftest import APP
-from tests.support import LiveServer, free_port
+from tests.support.dashboard import APP
+from tests.support.servers import LiveServer, free_port
+from tests.support.specs import digits_spec
 
 TIMEOUT = 60
 
@@ -84,9 +85,7 @@ def test_the_form_follows_the_catalog_of_the_api(dashboard_env: LiveServer) -> N
 
 
 def test_a_queued_job_says_why_it_waits(dashboard_env: LiveServer) -> None:
-    spec = {"name": "waits", "task": "classification", "priority": -3,
-            "dataset": {"uri": "builtin://digits"}, "model": {"arch": "smallcnn"},
-            "train": {"epochs": 1}}  # fmt: skip
+    spec = digits_spec(name="waits", priority=-3)
     first = dashboard_env.http.post("/jobs", json={**spec, "name": "goes-first", "priority": 9})
     job = dashboard_env.http.post("/jobs", json=spec).json()
     at = page()

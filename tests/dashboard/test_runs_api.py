@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from tests.support import LiveServer
+from tests.support.servers import LiveServer
 
 
 def test_metric_history_by_step(api: LiveServer) -> None:

@@ -7,25 +7,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.support import Stack
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.slow
 
 
 def shapes_spec(**over):  # type: ignore[no-untyped-def]
+    """64 shapes images of 64 px, one epoch: the plumbing, not the learning (how well yolo_n
+    learns shapes: tests/tasks/test_detection.py, with the job this test used to train)."""
     spec = {
         "name": "shapes-det",
         "task": "detection",
-        # 800 images of 64 px, 1 to 3 shapes each: 640 for training, 160 to validate
-        "dataset": {"uri": "builtin://shapes?n=800&size=64", "val_split": 0.2},
+        "dataset": {"uri": "builtin://shapes?n=64&size=64", "val_split": 0.25},
         "model": {"arch": "yolo_n", "backbone": "tiny"},
         "train": {
-            "epochs": 10,
-            "batch_size": 32,
+            "epochs": 1,
+            "batch_size": 16,
             "lr": 0.003,
-            "weight_decay": 0.01,
             "image_size": 64,
-            "warmup_epochs": 1,
+            "warmup_epochs": 0,
             "early_stopping_patience": None,
             "seed": 0,
         },
@@ -42,13 +42,14 @@ def test_detection_job_trains_registers_and_serves(stack: Stack) -> None:
     job = stack.wait(r.json()["id"], {"succeeded", "failed", "cancelled"}, timeout=600)
     assert job["state"] == "succeeded", (job["error"], job["events"])
     metrics = job["metrics"]
-    print("detection e2e metrics:", {k: round(v, 3) for k, v in metrics.items()})
-    assert metrics["map_50"] > 0.5, metrics
-    assert 0 < metrics["map"] <= metrics["map_50"]
-    assert {"map_75", "mar_100", "ap/circle", "ap/square", "ap/triangle"} <= set(metrics)
+    assert {"map", "map_50", "map_75", "mar_100", "ap/circle", "ap/square", "ap/triangle"} <= set(
+        metrics
+    )
+    assert 0 <= metrics["map"] <= metrics["map_50"] <= 1, metrics
     assert job["model_name"] == "shapes-det" and job["model_version"] == "1"
     data_event = next(e for e in job["events"] if e["kind"] == "data")
-    assert data_event["data"]["train"] == 640 and data_event["data"]["boxes"] > 800
+    assert (data_event["data"]["train"], data_event["data"]["val"]) == (48, 16)
+    assert data_event["data"]["boxes"] >= 64
 
     # artifacts: PR curves and drawn validation images next to the training curves
     from mlflow import MlflowClient
@@ -57,22 +58,18 @@ def test_detection_job_trains_registers_and_serves(stack: Stack) -> None:
     names = {a.path.rsplit("/", 1)[-1] for a in _all_artifacts(client, job["mlflow_run_id"])}
     assert {"pr_curves.png", "val_predictions.png", "per_class_ap.json"} <= names
 
-    # plain MLflow in a fresh process: boxes, scores and labels per image
+    # plain MLflow in a fresh process: boxes, scores and labels per image, of known classes
     from fovea.tasks.data.shapes import generate_shapes
 
     shapes = generate_shapes(count=6, size=64, seed=999)  # images no job has seen
     images = shapes.images.permute(0, 2, 3, 1).numpy()
     out = stack.predict_plain("models:/shapes-det@champion", {"shapes": images})["shapes"]
     assert set(out) == {"boxes", "scores", "labels", "class_names"} and len(out["boxes"]) == 6
-    # most true shapes are found: a confident box of the right class overlapping it well
-    found = total = 0
-    for i in range(6):
-        predicted = np.array(out["boxes"][i]).reshape(-1, 4)
-        for box, label in zip(shapes.boxes[i].numpy(), shapes.labels[i].tolist(), strict=True):
-            total += 1
-            same = [j for j, k in enumerate(out["labels"][i]) if k == label]
-            found += any(_iou(box, predicted[j]) > 0.5 for j in same)
-    assert found / total >= 0.6, (found, total, out)
+    for boxes, scores, labels, names in zip(
+        out["boxes"], out["scores"], out["labels"], out["class_names"], strict=True
+    ):
+        assert np.array(boxes).reshape(-1, 4).shape[0] == len(scores) == len(labels) == len(names)
+        assert set(labels) <= {0, 1, 2} and set(names) <= {"circle", "square", "triangle"}
 
     # `fovea export`: the registered model as ONNX, decoding included (NMS left out)
     onnx_path = stack.home / "shapes-det.onnx"
@@ -103,13 +100,6 @@ def test_unparseable_voc_fails_the_job_with_path_and_line(stack: Stack) -> None:
 def test_unknown_detection_arch_is_rejected_at_submit(stack: Stack) -> None:
     r = stack.http.post("/jobs", json=shapes_spec(model={"arch": "yolo_x", "backbone": "tiny"}))
     assert r.status_code == 422 and "yolo_n" in r.text
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
-    return float(w * h / union) if union > 0 else 0.0
 
 
 def _all_artifacts(client, run_id: str, path: str | None = None) -> list:  # type: ignore[no-untyped-def]

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.e2e.test_platform import digits_spec
-from tests.support import Stack
+from tests.support.specs import digits_spec
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.slow
 IDLE_STOP_S = 3
@@ -53,7 +53,7 @@ def wait_for(condition, timeout: float) -> bool:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def idle_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("idle-ray")
     (root / "data").mkdir()
     s = Stack(root / "home", root / "data", env={"FOVEA_RAY_IDLE_STOP_S": str(IDLE_STOP_S)})
@@ -62,13 +62,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     s.stop()
 
 
-def test_ray_stops_when_idle_starts_for_a_job_and_stays_while_serving(stack: Stack) -> None:
+def test_ray_stops_when_idle_starts_for_a_job_and_stays_while_serving(idle_stack: Stack) -> None:
+    stack = idle_stack  # a stack of its own: this one must be idle, and stop Ray when idle
     assert stack.proc is not None
     pid = stack.proc.pid
     assert wait_for(lambda: not ray_daemons(pid), 60), "Ray still up with nothing to do"
 
-    spec = digits_spec(name="after-idle", register_as="idle-served")
-    spec["train"]["epochs"] = 2
+    spec = digits_spec(quick=True, name="after-idle", register_as="idle-served")
     job = stack.wait(stack.http.post("/jobs", json=spec).json()["id"], {"succeeded", "failed"})
     assert job["state"] == "succeeded", job["error"]  # Ray started again for it
     assert job["metrics"]["top1"] > 0.3  # 10 classes: chance is 0.1

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image, ImageFilter
 
 from fovea.tasks import DataConfig, get_task
-from tests.e2e.test_platform import digits_spec
-from tests.support import Stack
+from tests.support.specs import digits_spec
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.slow
 MODEL = "digits-monitor"
@@ -30,9 +30,15 @@ def png(pixels: np.ndarray, *, blur: float = 0.0) -> bytes:
 
 @pytest.fixture(scope="module")
 def served(stack: Stack) -> np.ndarray:
-    """Train and register the model; returns validation images as the model saw them."""
-    spec = digits_spec(name=MODEL, register_as=MODEL)
-    spec["train"]["epochs"] = 3
+    """Train (one epoch: drift is about the pictures, not how good the model is) and register
+    the model; returns validation images as the model saw them."""
+    spec = digits_spec(
+        quick=True,
+        name=MODEL,
+        register_as=MODEL,
+        dataset={"val_split": 0.2},
+        train={"epochs": 1, "image_size": 32},
+    )
     job = stack.wait(stack.http.post("/jobs", json=spec).json()["id"], {"succeeded", "failed"})
     assert job["state"] == "succeeded", job["error"]
     assert "drift_reference" in [e["kind"] for e in job["events"]]
@@ -98,12 +104,13 @@ def test_clean_then_blurred_images_drift_and_say_why(
 
 
 def _drift_page_shows_the_window(stack: Stack, monkeypatch, report_id: int) -> None:  # type: ignore[no-untyped-def]
-    """The dashboard's drift page, under AppTest: the verdict and the blurred images of the
-    drifting window (default: the newest report that drifted)."""
+    """The dashboard's drift page, under AppTest, the model chosen (other tests' models share
+    the stack): the verdict and the blurred images of the drifting window (default: the
+    newest report that drifted)."""
     from streamlit.testing.v1 import AppTest
 
-    from tests.dashboard.conftest import APP
-    from tests.support import TOKEN
+    from tests.support.dashboard import APP
+    from tests.support.servers import TOKEN
 
     monkeypatch.setenv("FOVEA_DASHBOARD_API_URL", stack.url)
     monkeypatch.setenv("FOVEA_API_TOKEN", TOKEN)
@@ -111,7 +118,8 @@ def _drift_page_shows_the_window(stack: Stack, monkeypatch, report_id: int) -> N
     at.switch_page("views/drift.py")
     at.run()
     assert not at.exception, at.exception
-    assert at.selectbox(key="drift_model").value == MODEL
+    at.selectbox(key="drift_model").select(MODEL).run()
+    assert not at.exception, at.exception
     assert at.metric[0].value == "drift"
     assert at.selectbox(key="drift_window").value == report_id
     images = at.get("image")

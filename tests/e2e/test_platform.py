@@ -10,39 +10,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.support import Stack
+from tests.support.specs import digits_spec, merged
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.slow
 
 
-def digits_spec(**over):  # type: ignore[no-untyped-def]
-    spec = {
-        "name": "digits-e2e",
-        "task": "classification",
-        "dataset": {"uri": "builtin://digits", "format": "imagefolder", "val_split": 0.2},
-        "model": {"arch": "smallcnn"},
-        "train": {
-            "epochs": 6,
-            "batch_size": 64,
-            "lr": 0.003,
-            "image_size": 32,
-            "warmup_epochs": 0.5,
-            "seed": 0,
-            "augment": {"horizontal_flip": False},  # digits are not mirror-symmetric
-        },
-        "resources": {"cpus": 1},
-        "register_as": "digits-e2e",
-    }
-    spec.update(over)
-    return spec
-
-
 def test_train_register_and_serve(stack: Stack) -> None:
-    r = stack.http.post("/jobs", json=digits_spec())
+    """Two epochs at 16 px: the plumbing (how well smallcnn learns digits, and that serving
+    answers as validation does: tests/tasks/test_classification.py)."""
+    spec = digits_spec(
+        quick=True, name="digits-e2e", dataset={"val_split": 0.2}, register_as="digits-e2e"
+    )
+    r = stack.http.post("/jobs", json=spec)
     assert r.status_code == 201, r.text
     job = stack.wait(r.json()["id"], {"succeeded", "failed", "cancelled"})
     assert job["state"] == "succeeded", (job["error"], job["events"])
-    assert job["metrics"]["top1"] > 0.9
+    assert job["metrics"]["top1"] > 0.5  # 10 classes: chance is 0.1
     assert job["attempt"] == 1 and job["mlflow_run_id"]
     assert job["model_name"] == "digits-e2e" and job["model_version"] == "1"
     kinds = [e["kind"] for e in job["events"]]
@@ -63,7 +47,7 @@ def test_train_register_and_serve(stack: Stack) -> None:
     images = (digits.images[-40:] * (255 / 16)).astype(np.uint8)  # NHW grey
     out = stack.predict_plain("models:/digits-e2e@champion", {"digits": images})["digits"]
     accuracy = np.mean(np.array(out["class_id"]) == digits.target[-40:])
-    assert accuracy >= 0.85, (accuracy, out["class_id"])
+    assert accuracy > 0.5, (accuracy, out["class_id"])  # the trained model, not a fresh one
     probs = np.array(out["probabilities"])
     assert probs.shape == (40, 10) and np.allclose(probs.sum(1), 1, atol=1e-4)
 
@@ -74,12 +58,12 @@ def test_train_register_and_serve(stack: Stack) -> None:
     stack.export_onnx("models:/digits-e2e@champion", onnx_path)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     (logits,) = session.run(
-        None, {session.get_inputs()[0].name: np.zeros((3, 3, 32, 32), np.float32)}
+        None, {session.get_inputs()[0].name: np.zeros((3, 3, 16, 16), np.float32)}
     )
     assert logits.shape == (3, 10)
 
     # A worse model (1 epoch, tiny lr) registers as v2 but does not take the champion alias.
-    worse = digits_spec(train={"epochs": 1, "lr": 1e-5, "image_size": 32, "warmup_epochs": 0})
+    worse = merged(spec, {"train": {"epochs": 1, "lr": 1e-5, "warmup_epochs": 0}})
     job2 = stack.wait(stack.http.post("/jobs", json=worse).json()["id"], {"succeeded", "failed"})
     assert job2["state"] == "succeeded", job2["error"]
     assert job2["model_version"] == "2" and job2["metrics"]["top1"] < job["metrics"]["top1"]
@@ -87,26 +71,28 @@ def test_train_register_and_serve(stack: Stack) -> None:
 
     # Fine-tuning from the registered champion starts from its weights: the same tiny-lr
     # single epoch now scores like the champion instead of like an untrained model.
-    tuned = digits_spec(
-        name="digits-ft",
-        register_as=None,
-        model={"arch": "smallcnn", "weights": "models:/digits-e2e@champion"},
-        train={"epochs": 1, "lr": 1e-5, "image_size": 32, "warmup_epochs": 0},
+    tuned = merged(
+        worse,
+        {
+            "name": "digits-ft",
+            "register_as": None,
+            "model": {"weights": "models:/digits-e2e@champion"},
+        },
     )
     job3 = stack.wait(stack.http.post("/jobs", json=tuned).json()["id"], {"succeeded", "failed"})
     assert job3["state"] == "succeeded", job3["error"]
-    assert job3["metrics"]["top1"] > 0.85 > job2["metrics"]["top1"]
+    assert job3["metrics"]["top1"] > 0.5 > job2["metrics"]["top1"]
 
 
 def test_bad_data_fails_at_once_with_reason(stack: Stack) -> None:
     root = str(stack.env["FOVEA_DATA_ROOTS"])
     # a layout the scan at submit can see is wrong: refused before anything is queued
-    empty = digits_spec(name="empty", dataset={"uri": root + "/empty"}, register_as=None)
+    empty = digits_spec(quick=True, name="empty", dataset={"uri": root + "/empty"})
     r = stack.http.post("/jobs", json=empty)
     assert r.status_code == 422 and "contains no image files" in r.json()["message"], r.text
     # files that look right but none decodes: the worker fails the job once, no retries
     spec = digits_spec(
-        name="unreadable", dataset={"uri": root + "/unreadable"}, register_as=None, max_retries=3
+        quick=True, name="unreadable", dataset={"uri": root + "/unreadable"}, max_retries=3
     )
     r = stack.http.post("/jobs", json=spec)
     assert r.status_code == 201, r.text
@@ -117,9 +103,9 @@ def test_bad_data_fails_at_once_with_reason(stack: Stack) -> None:
 
 def test_cancel_running_job_stops_ray_work(stack: Stack) -> None:
     spec = digits_spec(
+        quick=True,
         name="long",
         train={"epochs": 200, "image_size": 32, "batch_size": 16, "early_stopping_patience": None},
-        register_as=None,
     )
     job_id = stack.http.post("/jobs", json=spec).json()["id"]
     deadline = time.monotonic() + 180
@@ -168,6 +154,7 @@ def test_killed_worker_is_retried_from_checkpoint(stack: Stack) -> None:
 
     data = _colour_folder(Path(stack.env["FOVEA_DATA_ROOTS"]) / "colours")
     spec = digits_spec(
+        quick=True,
         name="colours",
         dataset={"uri": str(data), "format": "imagefolder", "val_split": 0.25},
         train={
@@ -179,7 +166,6 @@ def test_killed_worker_is_retried_from_checkpoint(stack: Stack) -> None:
             "warmup_epochs": 0,
         },
         max_retries=1,
-        register_as=None,
     )
     job_id = stack.http.post("/jobs", json=spec).json()["id"]
     deadline = time.monotonic() + 180
@@ -211,7 +197,7 @@ def test_killed_worker_is_retried_from_checkpoint(stack: Stack) -> None:
 
 
 def test_job_larger_than_cluster_waits_and_says_why(stack: Stack) -> None:
-    spec = digits_spec(name="huge", resources={"cpus": 48}, register_as=None)
+    spec = digits_spec(quick=True, name="huge", resources={"cpus": 48})
     job_id = stack.http.post("/jobs", json=spec).json()["id"]
     deadline = time.monotonic() + 30
     kinds: list[str] = []

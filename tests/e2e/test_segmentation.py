@@ -9,35 +9,27 @@ import pytest
 from PIL import Image
 
 from fovea.tasks.data.shapes import generate_shapes
-from tests.support import Stack
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.slow
 
-MIOU_TARGET = 0.7
-
 
 def shapes_spec(**over):  # type: ignore[no-untyped-def]
-    """Tiny FPN, 64 px, 400 generated images: ~45 s of one busy CPU core, mIoU ~0.85 (seeds
-    0-3: 0.84-0.88). Crops, rotation and jitter off: in 16 epochs they cost more accuracy
-    than they buy (they are tested in tests/tasks)."""
+    """40 shapes images at 32 px, one epoch: the plumbing, not the learning (how well the
+    FPN learns shapes: tests/tasks/test_segmentation.py, with the job this test used to
+    train)."""
     spec = {
         "name": "shapes-seg",
         "task": "segmentation",
-        "dataset": {"uri": "builtin://shapes?n=400&seed=0", "val_split": 0.2},
+        "dataset": {"uri": "builtin://shapes?n=40&seed=0", "val_split": 0.2},
         "model": {"arch": "fpn", "backbone": "tiny"},
         "train": {
-            "epochs": 16,
+            "epochs": 1,
             "batch_size": 8,
             "lr": 0.003,
-            "weight_decay": 0.0001,
-            "warmup_epochs": 0.5,
-            "image_size": 64,
+            "warmup_epochs": 0,
+            "image_size": 32,
             "early_stopping_patience": None,
-            "augment": {
-                "random_resized_crop": False,
-                "rotation": False,
-                "color_jitter": False,
-            },
             "seed": 0,
         },
         "resources": {"cpus": 1},
@@ -53,43 +45,34 @@ def test_train_register_and_predict_masks(stack: Stack) -> None:
     job = stack.wait(r.json()["id"], {"succeeded", "failed", "cancelled"}, timeout=420)
     assert job["state"] == "succeeded", (job["error"], job["events"])
     metrics = job["metrics"]
-    assert metrics["miou"] > MIOU_TARGET, metrics  # all background would be ~0.23
-    assert metrics["pixel_acc"] > 0.95 and metrics["dice"] > 0.75
-    assert all(metrics[f"iou/{c}"] > 0.4 for c in ("background", "circle", "square", "triangle"))
+    classes = ("background", "circle", "square", "triangle")
+    assert {"miou", "pixel_acc", "dice"} | {f"iou/{c}" for c in classes} <= set(metrics)
+    assert 0 <= metrics["miou"] <= 1 and 0 <= metrics["pixel_acc"] <= 1, metrics
     data_event = next(e for e in job["events"] if e["kind"] == "data")
-    assert data_event["data"]["train"] == 320 and data_event["data"]["val"] == 80
+    assert data_event["data"]["train"] == 32 and data_event["data"]["val"] == 8
     assert job["model_name"] == "shapes-seg" and job["model_version"] == "1"
     assert stack.http.get("/models/shapes-seg").json()["champion_version"] == 1
 
-    # Held-out images (another generator seed), one batch at the training size and one at a
-    # size the model never saw; a plain MLflow client in a fresh process loads the model.
+    # A plain MLflow client in a fresh process loads the model and predicts held-out images
+    # (another generator seed): one batch at twice the training size, one at a size and
+    # shape the model never saw; masks come back at each input's resolution.
     held_out = generate_shapes(count=12, size=64, seed=99)
     images = held_out.images.permute(0, 2, 3, 1).numpy()  # uint8 [12, 64, 64, 3]
     wide = np.stack(
         [np.asarray(Image.fromarray(i).resize((96, 72), Image.Resampling.BILINEAR)) for i in images]
     )  # [12, 72, 96, 3]
     predicted = stack.predict_plain("models:/shapes-seg@champion", {"square": images, "wide": wide})
-    out = {
-        name: {"masks": frame["mask"], "classes": frame["classes"][0]}
-        for name, frame in predicted.items()
-    }
+    square = np.array(predicted["square"]["mask"])
+    assert square.shape == (12, 64, 64) and set(np.unique(square)) <= {0, 1, 2, 3}
+    assert predicted["square"]["classes"][0][0] == "background"
+    wide_masks = np.array(predicted["wide"]["mask"])
+    assert wide_masks.shape == (12, 72, 96) and set(np.unique(wide_masks)) <= {0, 1, 2, 3}
+
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri="sqlite:///" + str(stack.home / "mlflow.db"))
-    out["plots"] = sorted(a.path for a in client.list_artifacts(job["mlflow_run_id"], "plots"))
-    assert {"plots/val_predictions.png", "plots/per_class_iou.png"} <= set(out["plots"])
-
-    truth = held_out.semantic_masks.numpy()  # [12, 64, 64]
-    square = np.array(out["square"]["masks"])
-    assert square.shape == (12, 64, 64) and set(np.unique(square)) <= {0, 1, 2, 3}
-    assert out["square"]["classes"][0] == "background"
-    assert _miou(square, truth, classes=4) > MIOU_TARGET - 0.1
-    wide_masks = np.array(out["wide"]["masks"])
-    assert wide_masks.shape == (12, 72, 96)  # the input resolution, not the model's
-    wide_truth = np.stack(
-        [np.asarray(Image.fromarray(t).resize((96, 72), Image.Resampling.NEAREST)) for t in truth]
-    )
-    assert _miou(wide_masks, wide_truth, classes=4) > MIOU_TARGET - 0.2
+    plots = {a.path for a in client.list_artifacts(job["mlflow_run_id"], "plots")}
+    assert {"plots/val_predictions.png", "plots/per_class_iou.png"} <= plots
 
 
 def test_bad_mask_fails_at_once_naming_the_file(stack: Stack) -> None:
@@ -123,12 +106,3 @@ def test_bad_builtin_parameters_and_backbones_are_refused_at_submit(stack: Stack
         r = stack.http.post("/jobs", json=spec)
         assert r.status_code == 422, r.text
         assert words in r.json()["message"], r.json()
-
-
-def _miou(predicted: np.ndarray, truth: np.ndarray, *, classes: int) -> float:
-    ious = []
-    for c in range(classes):
-        union = np.logical_or(predicted == c, truth == c).sum()
-        if union:
-            ious.append(np.logical_and(predicted == c, truth == c).sum() / union)
-    return float(np.mean(ious))

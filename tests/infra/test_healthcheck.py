@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.infra.checks import DOCKER
+from tests.support.infra_checks import DOCKER
 
 SCRIPT = DOCKER / "healthcheck.py"
 

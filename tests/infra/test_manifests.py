@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.infra import checks
-from tests.infra.checks import DOCKER, INFRA, REPO, load_docs, read_env
+from tests.support import infra_checks
+from tests.support.infra_checks import DOCKER, INFRA, REPO, load_docs, read_env
 
 KUBERAY = INFRA / "kuberay"
 K8S_FILES = sorted(p for p in KUBERAY.glob("*.yaml") if p.name != "kustomization.yaml")
@@ -41,12 +41,12 @@ def secrets() -> list[dict[str, Any]]:
 
 
 def test_compose_is_valid_and_safe() -> None:
-    assert checks.compose_problems(compose()) == []
+    assert infra_checks.compose_problems(compose()) == []
 
 
 def test_compose_runs_the_whole_topology() -> None:
     services = compose()["services"]
-    commands = {name: checks._command_words(s) for name, s in services.items()}
+    commands = {name: infra_checks._command_words(s) for name, s in services.items()}
     assert services["postgres"]["image"].startswith("postgres:")
     assert {"mlflow", "server"} <= set(commands["mlflow"])
     assert "--head" in commands["ray-head"]
@@ -141,7 +141,7 @@ def test_compose_checks_catch(breakage: str) -> None:
     change, expected = COMPOSE_BREAKAGES[breakage]
     doc = copy.deepcopy(compose())
     change(doc)
-    problems = checks.compose_problems(doc)
+    problems = infra_checks.compose_problems(doc)
     assert any(expected in p for p in problems), problems
 
 
@@ -212,12 +212,12 @@ def test_real_env_files_are_ignored_by_git() -> None:
 
 @pytest.mark.parametrize("path", K8S_FILES, ids=lambda p: p.name)
 def test_kubernetes_objects_match_their_schemas(path: Path) -> None:
-    problems = [p for d in load_docs(path) for p in checks.schema_problems(d, path.name)]
+    problems = [p for d in load_docs(path) for p in infra_checks.schema_problems(d, path.name)]
     assert problems == []
 
 
 def test_kubernetes_manifests_are_safe() -> None:
-    assert checks.kubernetes_problems(k8s_docs(examples=False), secrets()) == []
+    assert infra_checks.kubernetes_problems(k8s_docs(examples=False), secrets()) == []
 
 
 def test_kustomization_lists_every_manifest_but_the_examples() -> None:
@@ -323,7 +323,7 @@ def test_kubernetes_checks_catch(breakage: str) -> None:
     change, expected = K8S_BREAKAGES[breakage]
     docs = copy.deepcopy(k8s_docs(examples=False))
     change(docs)
-    problems = checks.kubernetes_problems(docs, secrets())
+    problems = infra_checks.kubernetes_problems(docs, secrets())
     assert any(expected in p for p in problems), problems
 
 
@@ -390,7 +390,7 @@ def test_schema_checks_catch(breakage: str) -> None:
     change, expected = SCHEMA_BREAKAGES[breakage]
     docs = copy.deepcopy(k8s_docs())
     broken = change(docs)
-    problems = checks.schema_problems(broken, "broken")
+    problems = infra_checks.schema_problems(broken, "broken")
     assert any(expected in p for p in problems), problems
 
 
@@ -402,12 +402,12 @@ DOCKERFILES = {"Dockerfile.cpu": "cpu", "Dockerfile.cuda": "cu130"}
 @pytest.mark.parametrize("name", list(DOCKERFILES))
 def test_dockerfile_passes_the_linter(name: str) -> None:
     text = (DOCKER / name).read_text()
-    assert checks.dockerfile_problems(text, torch_index=DOCKERFILES[name]) == []
+    assert infra_checks.dockerfile_problems(text, torch_index=DOCKERFILES[name]) == []
 
 
 def test_images_pin_what_pyproject_admits() -> None:
-    pins = checks.constraints()
-    reqs = checks.project_requirements()
+    pins = infra_checks.constraints()
+    reqs = infra_checks.project_requirements()
     for package in ("torch", "torchvision", "ray", "mlflow"):
         assert reqs[package].specifier.contains(pins[package]), (package, pins[package])
     assert (pins["torch"], pins["torchvision"]) == ("2.14.1", "0.29.1")
@@ -474,15 +474,15 @@ def test_dockerfile_linter_catches(breakage: str) -> None:
     old, new, expected = DOCKERFILE_BREAKAGES[breakage]
     text = (DOCKER / "Dockerfile.cpu").read_text()
     assert old in text, f"the breakage {breakage!r} no longer applies to Dockerfile.cpu"
-    problems = checks.dockerfile_problems(text.replace(old, new), torch_index="cpu")
+    problems = infra_checks.dockerfile_problems(text.replace(old, new), torch_index="cpu")
     assert any(expected in p for p in problems), problems
 
 
 def test_dockerignore_keeps_secrets_out_and_lets_the_copies_in() -> None:
     ignore = (REPO / ".dockerignore").read_text()
     files = [(DOCKER / name).read_text() for name in DOCKERFILES]
-    assert checks.dockerignore_problems(ignore, files) == []
-    assert checks.dockerignore_problems(ignore.replace("!docker/healthcheck.py\n", ""), files) == [
-        "COPY docker/healthcheck.py: excluded by .dockerignore"
-    ]
-    assert checks.dockerignore_problems(ignore.replace("*\n", "", 1), files)
+    assert infra_checks.dockerignore_problems(ignore, files) == []
+    assert infra_checks.dockerignore_problems(
+        ignore.replace("!docker/healthcheck.py\n", ""), files
+    ) == ["COPY docker/healthcheck.py: excluded by .dockerignore"]
+    assert infra_checks.dockerignore_problems(ignore.replace("*\n", "", 1), files)

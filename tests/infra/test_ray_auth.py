@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import free_port
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -62,6 +62,9 @@ def _env(root: Path, *, node: bool = False, **extra: str) -> dict[str, str]:
     env.update(
         HOME=str(home),
         RAY_USAGE_STATS_ENABLED="0",
+        # SIGTERM stops a node at once: Ray would first drain it for 30 s (for Serve
+        # replicas on Kubernetes), and a node whose GCS is gone never finishes draining
+        RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",
         **extra,
     )
     if not node:
@@ -135,6 +138,11 @@ def head() -> Iterator[Head]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+# For a driver or node the head must refuse: connect 5 times (one a second), not Ray's
+# default 20; each attempt is refused for the token, so fewer prove the same.
+REFUSED_SOON = {"RAY_gcs_server_port_wait_time_s": "5"}
+
+
 def _drive(head: Head, **auth: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", DRIVER.format(address=head.address)],
@@ -146,14 +154,14 @@ def _drive(head: Head, **auth: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_driver_without_the_token_is_refused(head: Head) -> None:
-    run = _drive(head)
+    run = _drive(head, **REFUSED_SOON)
     out = run.stdout + run.stderr
     assert run.returncode != 0 and "RESULT" not in out, out[-3000:]
     assert re.search(r"auth", out, re.I), out[-3000:]
 
 
 def test_driver_with_a_wrong_token_is_refused(head: Head) -> None:
-    run = _drive(head, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    run = _drive(head, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32), **REFUSED_SOON)
     out = run.stdout + run.stderr
     assert run.returncode != 0 and "RESULT" not in out, out[-3000:]
     assert re.search(r"auth", out, re.I), out[-3000:]
@@ -193,7 +201,8 @@ def test_a_node_joins_only_with_the_token(head: Head) -> None:
     # 127.0.0.2: loopback too, but not a name Ray replaces by the host's address
     port = head.address.rpartition(":")[2]
     node_args = [f"--address=127.0.0.2:{port}", "--node-ip-address=127.0.0.1", "--num-cpus=1"]
-    stranger = _start(node_args, _env(head.root, node=True), head.root / "stranger.log")
+    stranger_env = _env(head.root, node=True, **REFUSED_SOON)
+    stranger = _start(node_args, stranger_env, head.root / "stranger.log")
     try:
         # Refused, it either gives up or keeps retrying: either way it never joins.
         with contextlib.suppress(subprocess.TimeoutExpired):

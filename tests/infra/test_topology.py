@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from tests.infra.checks import INFRA, REPO
+from tests.support.infra_checks import INFRA, REPO
 
 pytestmark = pytest.mark.slow
 

@@ -1,5 +1,5 @@
-"""The retraining loop on the real stack (`fovea up`, local Ray, MLflow, SQLite) with real
-photos: a drift verdict -> a retrain on the data folder as it is now -> the promotion gate
+"""The retraining loop on the shared real stack (`fovea up`, local Ray, MLflow, SQLite) with
+real photos: a drift verdict -> a retrain on the data folder as it is now -> the promotion gate
 on the frozen evaluation set -> the champion moves, or stays with the reason.
 
 Monitoring (issue 9) writes the drift verdicts in the full loop; here they are recorded
@@ -17,12 +17,10 @@ import pytest
 
 from fovea.platform.model_events import record_model_event
 from fovea.platform.store import make_engine, session_factory, transaction
-from tests.conftest import DATASETS
-from tests.support import Stack
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.slow
 
-FLOWERS = DATASETS / "classification" / "flowers5"
 CLASSES = ("daisy", "rose", "sunflower")
 FIRST, ADDED = 60, 150  # photos per class at the start, and added before the retrain
 
@@ -39,27 +37,25 @@ def spec(**train: Any) -> dict[str, Any]:
     }
 
 
-def copy_photos(dst: Path, start: int, count: int) -> None:
+def copy_photos(src: Path, dst: Path, start: int, count: int) -> None:
     for cls in CLASSES:
         (dst / cls).mkdir(parents=True, exist_ok=True)
-        for photo in sorted((FLOWERS / cls).iterdir())[start : start + count]:
+        for photo in sorted((src / cls).iterdir())[start : start + count]:
             shutil.copy(photo, dst / cls / photo.name)
 
 
 @pytest.fixture(scope="module")
-def loop(tmp_path_factory: pytest.TempPathFactory):
-    if not FLOWERS.is_dir():
-        pytest.fail(f"the shared flowers5 dataset is missing at {FLOWERS}")
-    root = tmp_path_factory.mktemp("loop")
-    data = root / "data"
-    copy_photos(data / "flowers", 0, FIRST)
-    stack = Stack(root / "home", data)
-    stack.start()
-    engine = make_engine(f"sqlite:///{root / 'home' / 'fovea.db'}")
+def loop(stack: Stack, datasets: Path):  # type: ignore[no-untyped-def]
+    """flowers5's first photos in a folder of the stack's data root; sessions on its store."""
+    flowers = datasets / "classification" / "flowers5"
+    if not flowers.is_dir():
+        pytest.fail(f"the shared flowers5 dataset is missing at {flowers}")
+    folder = Path(stack.env["FOVEA_DATA_ROOTS"]) / "flowers"
+    copy_photos(flowers, folder, 0, FIRST)
+    engine = make_engine(f"sqlite:///{stack.home / 'fovea.db'}")
     try:
-        yield stack, data / "flowers", session_factory(engine)
+        yield flowers, folder, session_factory(engine)
     finally:
-        stack.stop()
         engine.dispose()
 
 
@@ -85,8 +81,8 @@ def next_event(stack: Stack, kinds: set[str], after: int, timeout: float = 60) -
     raise AssertionError(f"no {kinds} event after {after}:\n{stack.log.read_text()[-3000:]}")
 
 
-def test_drift_retrains_and_the_gate_decides(loop) -> None:  # type: ignore[no-untyped-def]
-    stack, folder, sessions = loop
+def test_drift_retrains_and_the_gate_decides(stack: Stack, loop) -> None:  # type: ignore[no-untyped-def]
+    flowers, folder, sessions = loop
     # v1: a weak first model (2 epochs on 60 photos per class); its validation split
     # becomes the frozen evaluation set of "flowers-loop".
     first = spec(epochs=2, lr=0.002)
@@ -118,7 +114,7 @@ def test_drift_retrains_and_the_gate_decides(loop) -> None:  # type: ignore[no-u
     assert "data unchanged since champion flowers-loop v1" in skip["message"]
 
     # 2. New labelled photos arrive, then drift: a retrain on the folder as it is now.
-    copy_photos(folder, FIRST, ADDED)
+    copy_photos(flowers, folder, FIRST, ADDED)
     drift(sessions, version=1)
     fired = next_event(stack, {"skip", "fire"}, after=skip["id"])
     assert fired["kind"] == "fire" and fired["trigger"] == "drift", fired
@@ -147,7 +143,7 @@ def test_drift_retrains_and_the_gate_decides(loop) -> None:  # type: ignore[no-u
     worse = spec(epochs=1, lr=1e-6)
     worse["dataset"]["uri"] = str(folder)
     assert stack.http.patch("/schedules/retrain", json={"template": worse}).status_code == 200
-    copy_photos(folder, FIRST + ADDED, 3)  # a few more photos, so the data did change
+    copy_photos(flowers, folder, FIRST + ADDED, 3)  # a few more photos, so the data did change
     drift(sessions, version=2)
     fired3 = next_event(stack, {"skip", "fire"}, after=fired["id"])
     assert fired3["kind"] == "fire", fired3

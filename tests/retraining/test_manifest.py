@@ -16,8 +16,8 @@ from fovea.tasks.data.manifest import dataset_manifest
 from fovea.tracking import RunLogger, log_model
 from fovea.tracking.champion import TAG_DATASET
 from fovea.tracking.gate import on_validation_metrics
-from tests.retraining.conftest import TEMPLATE, events, job_count
-from tests.retraining.conftest import make_schedule as _make_schedule
+from tests.support.schedules import TEMPLATE, events, job_count
+from tests.support.schedules import make_schedule as _make_schedule
 
 T0 = datetime(2026, 3, 2, 9, 0, 10, tzinfo=UTC)
 

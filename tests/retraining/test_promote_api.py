@@ -14,7 +14,7 @@ from fovea.config import Settings
 from fovea.platform.api.app import create_app
 from fovea.tracking import RunLogger, log_model
 from fovea.tracking.gate import on_validation_metrics
-from tests.support import LiveServer, free_port
+from tests.support.servers import LiveServer, free_port
 
 TOKEN = "promote-token"
 CARD = {"task": "classification", "arch": "smallcnn", "num_classes": 2, "image_size": 32}

@@ -24,23 +24,12 @@ from fovea.platform.store import (
     upgrade,
     utcnow,
 )
-from tests.support import Stack
+from tests.support.specs import digits_spec
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.slow
 
-TEMPLATE = {
-    "name": "digits-nightly",
-    "task": "classification",
-    "dataset": {"uri": "builtin://digits"},
-    "model": {"arch": "smallcnn"},
-    "train": {
-        "epochs": 1,
-        "image_size": 16,
-        "batch_size": 64,
-        "augment": {"horizontal_flip": False},
-    },
-    "resources": {"cpus": 1},
-}
+TEMPLATE = digits_spec(quick=True, name="digits-nightly", train={"epochs": 1})
 
 # `fovea up` with a fault injected on purpose, then os._exit(137) as a kill -9 would.
 DIE_MID_FIRE = """

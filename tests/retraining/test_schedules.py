@@ -23,7 +23,7 @@ from fovea.platform.retraining.service import (
     update_schedule,
 )
 from fovea.platform.store import Job, JobState, Schedule, transaction
-from tests.retraining.conftest import TEMPLATE, events, fire, job_count, make_schedule
+from tests.support.schedules import TEMPLATE, events, fire, job_count, make_schedule
 
 T0 = datetime(2026, 3, 2, 9, 0, 10, tzinfo=UTC)  # a Monday, 10 s past the hour
 

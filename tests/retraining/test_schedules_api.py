@@ -13,8 +13,8 @@ import yaml
 
 from fovea.config import Settings
 from fovea.platform.api.app import create_app
-from tests.retraining.conftest import TEMPLATE
-from tests.support import LiveServer, free_port
+from tests.support.schedules import TEMPLATE
+from tests.support.servers import LiveServer, free_port
 
 TOKEN = "sched-token"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from fovea.platform.store import Job, ScheduleEvent, transaction
-from tests.retraining.conftest import job_count, make_schedule
+from tests.support.schedules import job_count, make_schedule
 
 T0 = datetime(2026, 3, 2, 9, 0, 10, tzinfo=UTC)
 

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from fovea.tasks import TASKS, Task, UserError, get_task
-from tests.tasks.cases import TINY
+from tests.support.task_cases import TINY
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

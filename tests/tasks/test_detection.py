@@ -1,4 +1,5 @@
-"""Detection: real-format loaders, bad labels, the assigner, COCOeval parity, ONNX parity."""
+"""Detection: learning to the bar on shapes, real-format loaders, bad labels, the assigner,
+COCOeval parity, ONNX parity."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision.ops import batched_nms
 
-from fovea.tasks import DataConfig, ModelConfig, UserError, get_task
+from fovea.tasks import DataConfig, ModelConfig, TrainConfig, UserError, get_task
+from fovea.tasks.data.shapes import generate_shapes
 from fovea.tasks.detection.assigner import task_aligned_assign
 from fovea.tasks.detection.data import clean_boxes
 from fovea.tasks.detection.model import build_detector
+from fovea.tasks.engine import fit
 from fovea.tasks.export import export_onnx
 from fovea.tasks.preprocess import letterbox
 from fovea.tracking.pyfunc import detection_frame
@@ -31,6 +34,62 @@ def _events() -> tuple[list[tuple[str, str, dict]], object]:
 
 def _all_targets(dataset) -> list[dict[str, torch.Tensor]]:  # type: ignore[no-untyped-def]
     return [dataset[i][1] for i in range(len(dataset))]
+
+
+# ---- learning: the quality bar --------------------------------------------------------------
+
+
+def test_yolo_n_learns_shapes_to_the_bar_and_finds_them_in_new_images() -> None:
+    """The job tests/e2e/test_detection.py used to train through the whole stack (which now
+    checks the plumbing with one epoch), here without HTTP, Ray or MLflow: the same data,
+    model, training configuration, seed and thresholds. 800 images of 64 px, 1 to 3 shapes
+    each (640 to train, 160 to validate), 10 epochs from scratch."""
+    data_config = DataConfig(
+        uri="builtin://shapes?n=800&size=64", format="builtin", image_size=64, val_split=0.2
+    )
+    model_config = ModelConfig(arch="yolo_n", backbone="tiny")
+    config = TrainConfig(
+        epochs=10, batch_size=32, lr=0.003, weight_decay=0.01, warmup_epochs=1,
+        early_stopping_patience=None, seed=0,
+    )  # fmt: skip
+    task = get_task("detection", train=config)
+    bundle = task.build_data(data_config)
+    assert len(bundle.train) == 640 and bundle.stats["boxes"] > 800
+    torch.manual_seed(0)  # as the worker seeds the initial weights
+    model = task.build_model(model_config, num_classes=len(bundle.class_names))
+    result = fit(task, model, bundle, config, device=torch.device("cpu"))
+    metrics = result.metrics
+    assert metrics["map_50"] > 0.5, metrics
+    assert 0 < metrics["map"] <= metrics["map_50"]
+    assert {"map_75", "mar_100", "ap/circle", "ap/square", "ap/triangle"} <= set(metrics)
+    assert {"pr_curves.png", "val_predictions.png"} <= set(result.eval.figures)
+    assert "per_class_ap.json" in result.eval.tables
+
+    # served as pyfunc serves it, on images no training saw: boxes, scores, labels per image;
+    # most true shapes are found: a box of the right class overlapping it well
+    card = json.loads(
+        json.dumps(task.model_card(model_config, data_config, class_names=bundle.class_names))
+    )
+    served = task.load_for_inference(card, result.state_dict)
+    shapes = generate_shapes(count=6, size=64, seed=999)
+    images = shapes.images.permute(0, 2, 3, 1).numpy()  # uint8 [6, 64, 64, 3]
+    out = detection_frame(task.predict_arrays(served, card, images), card)
+    assert list(out.columns) == ["boxes", "scores", "labels", "class_names"] and len(out) == 6
+    found = total = 0
+    for i in range(6):
+        predicted = np.array(out["boxes"][i]).reshape(-1, 4)
+        for box, label in zip(shapes.boxes[i].numpy(), shapes.labels[i].tolist(), strict=True):
+            total += 1
+            same = [j for j, k in enumerate(out["labels"][i]) if k == label]
+            found += any(_iou(box, predicted[j]) > 0.5 for j in same)
+    assert found / total >= 0.6, (found, total, out)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return float(w * h / union) if union > 0 else 0.0
 
 
 # ---- the three real formats, as they are ------------------------------------------------------

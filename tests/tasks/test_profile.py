@@ -19,7 +19,7 @@ from fovea.tasks.profile import (
     reference_profile,
 )
 from fovea.tasks.reference import STATISTICS, Reference
-from tests.tasks.cases import TINY
+from tests.support.task_cases import TINY
 
 
 def trained_like(name: str):  # type: ignore[no-untyped-def]

@@ -18,7 +18,7 @@ from fovea.tracking.champion import load_eval_set
 from fovea.tracking.gate import Candidate, FrozenSetGate, GatePolicy
 
 if TYPE_CHECKING:
-    from tests.tracking.conftest import MlflowStore
+    from tests.support.stores import MlflowStore
 
 TASK = get_task("classification")
 CONFIG = DataConfig(uri="builtin://digits", format="builtin", image_size=16, val_split=0.1)

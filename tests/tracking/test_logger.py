@@ -18,7 +18,7 @@ from fovea.tracking import RunLogger, sanitize_key
 from fovea.tracking._mlflow import make_client
 
 if TYPE_CHECKING:
-    from tests.tracking.conftest import MlflowStore
+    from tests.support.stores import MlflowStore
 
 
 class CallCounter:

@@ -27,16 +27,12 @@ from fovea.tracking.gate import (
     promote_by_hand,
     roll_back_by_hand,
 )
-from tests.tracking.test_registry import _register
+from tests.support.registry import register_tiny_model as register
 
 if TYPE_CHECKING:
-    from tests.tracking.conftest import MlflowStore
+    from tests.support.stores import MlflowStore
 
 EVAL = EvalSetRef(name="m/eval@v1", digest="sha256:00", size=10, used=10)
-
-
-def register(store: MlflowStore, name: str, top1: float, **kw):  # type: ignore[no-untyped-def]
-    return _register(store, name, top1, **kw)
 
 
 def frozen_gate(scores: dict[int | None, float], candidate: float, **policy):  # type: ignore[no-untyped-def]

@@ -24,7 +24,7 @@ from fovea.tracking.gate import on_validation_metrics
 from fovea.tracking.pyfunc import as_image_batch
 
 if TYPE_CHECKING:
-    from tests.tracking.conftest import MlflowStore
+    from tests.support.stores import MlflowStore
 
 CLASS_NAMES = ["red", "green", "blue"]
 

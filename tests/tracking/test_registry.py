@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
@@ -22,58 +22,26 @@ from fovea.tracking import (
 )
 from fovea.tracking._mlflow import make_client
 from fovea.tracking.gate import on_validation_metrics
+from tests.support.registry import CARD, register_tiny_model
 
 if TYPE_CHECKING:
-    from tests.tracking.conftest import MlflowStore
-
-CARD = {
-    "task": "classification",
-    "arch": "smallcnn",
-    "num_classes": 3,
-    "class_names": ["red", "green", "blue"],
-    "image_size": 32,
-}
-
-
-def _register(
-    store: MlflowStore, name: str, top1: float, *, seed: int = 0, **log_kw: Any
-) -> ModelRecord:
-    """Log and register a tiny model; `log_kw` go to log_model (decider, version_tags,
-    metrics). The decider is the gate on recorded validation metrics unless one is given."""
-    torch.manual_seed(seed)
-    state_dict = {"head.weight": torch.randn(3, 4), "head.bias": torch.zeros(3)}
-    with RunLogger(
-        tracking_uri=store.tracking_uri, experiment=name, artifact_root=store.artifact_root
-    ) as run_logger:
-        return log_model(
-            logger_or_run_id=run_logger,
-            task_name="classification",
-            card=CARD,
-            state_dict=state_dict,
-            registered_name=name,
-            **{
-                "metrics": {"top1": top1, "loss": 0.3, "f1/red": float("nan")},
-                "main_metric": "top1",
-                "decider": on_validation_metrics,
-                **log_kw,
-            },
-        )
+    from tests.support.stores import MlflowStore
 
 
 def test_champion_moves_only_on_improvement(mlflow_store: MlflowStore, unique_name: str) -> None:
-    first = _register(mlflow_store, unique_name, 0.5)
+    first = register_tiny_model(mlflow_store, unique_name, 0.5)
     assert (first.version, first.is_champion, first.champion_version) == (1, True, 1)
     assert first.previous_champion_metric is None
 
-    worse = _register(mlflow_store, unique_name, 0.4)
+    worse = register_tiny_model(mlflow_store, unique_name, 0.4)
     assert (worse.version, worse.is_champion, worse.champion_version) == (2, False, 1)
     assert worse.previous_champion_metric == 0.5
 
-    better = _register(mlflow_store, unique_name, 0.7)
+    better = register_tiny_model(mlflow_store, unique_name, 0.7)
     assert (better.version, better.is_champion, better.champion_version) == (3, True, 3)
     assert (better.previous_champion_version, better.previous_champion_metric) == (1, 0.5)
 
-    tie = _register(mlflow_store, unique_name, 0.7)  # must beat strictly
+    tie = register_tiny_model(mlflow_store, unique_name, 0.7)  # must beat strictly
     assert (tie.version, tie.is_champion, tie.champion_version) == (4, False, 3)
 
     client = make_client(mlflow_store.tracking_uri)
@@ -86,13 +54,13 @@ def test_champion_moves_only_on_improvement(mlflow_store: MlflowStore, unique_na
 def test_concurrent_registrations_keep_the_best(
     mlflow_store: MlflowStore, unique_name: str
 ) -> None:
-    _register(mlflow_store, unique_name, 0.5)
+    register_tiny_model(mlflow_store, unique_name, 0.5)
     records: list[ModelRecord] = []
     errors: list[BaseException] = []
 
     def job(top1: float) -> None:
         try:
-            records.append(_register(mlflow_store, unique_name, top1))
+            records.append(register_tiny_model(mlflow_store, unique_name, top1))
         except BaseException as exc:
             errors.append(exc)
 
@@ -111,8 +79,8 @@ def test_concurrent_registrations_keep_the_best(
 
 
 def test_list_and_get_models(mlflow_store: MlflowStore, unique_name: str) -> None:
-    _register(mlflow_store, unique_name, 0.6)
-    second = _register(mlflow_store, unique_name, 0.8)
+    register_tiny_model(mlflow_store, unique_name, 0.6)
+    second = register_tiny_model(mlflow_store, unique_name, 0.8)
 
     summaries = {s.name: s for s in list_models(tracking_uri=mlflow_store.tracking_uri)}
     summary = summaries[unique_name]
@@ -137,8 +105,8 @@ def test_list_and_get_models(mlflow_store: MlflowStore, unique_name: str) -> Non
 def test_download_weights_roundtrip(
     mlflow_store: MlflowStore, unique_name: str, tmp_path: Path
 ) -> None:
-    _register(mlflow_store, unique_name, 0.5, seed=1)
-    _register(mlflow_store, unique_name, 0.9, seed=2)
+    register_tiny_model(mlflow_store, unique_name, 0.5, seed=1)
+    register_tiny_model(mlflow_store, unique_name, 0.9, seed=2)
     torch.manual_seed(2)
     expected = torch.randn(3, 4)
 
@@ -171,7 +139,7 @@ def test_unknown_models_raise_a_named_error(
         download_weights(
             tracking_uri=uri, uri=f"models:/{unique_name}-missing@champion", dst=tmp_path
         )
-    _register(mlflow_store, unique_name, 0.5)
+    register_tiny_model(mlflow_store, unique_name, 0.5)
     with pytest.raises(ModelNotFoundError, match=r"no alias 'staging'.*champion"):
         download_weights(tracking_uri=uri, uri=f"models:/{unique_name}@staging", dst=tmp_path)
     with pytest.raises(ModelNotFoundError, match="no version 7"):

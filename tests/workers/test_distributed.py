@@ -20,7 +20,7 @@ from fovea.tracking._mlflow import make_client
 from fovea.workers.backend import RayBackend
 from fovea.workers.distributed import storage_warning
 from fovea.workers.types import JobResult, WorkerJob
-from tests.support import worker_job
+from tests.support.specs import digits_spec, worker_job
 
 pytestmark = pytest.mark.slow
 
@@ -52,16 +52,13 @@ def backend() -> Any:
 def make_job(
     home: Path, name: str, *, workers: int, register: bool = False, image_size: int = 16
 ) -> WorkerJob:
-    spec = {
-        "name": name,
-        "task": "classification",
-        "dataset": {"uri": "builtin://digits"},
-        "model": {"arch": "smallcnn"},
-        "train": {**TRAIN, **TRAIN_ONLY, "image_size": image_size, "early_stopping_patience": None},
-        "resources": {"workers": workers, "cpus": 2 / workers},
-        "max_retries": 2,
+    spec = digits_spec(
+        name=name,
+        train={**TRAIN, **TRAIN_ONLY, "image_size": image_size, "early_stopping_patience": None},
+        resources={"workers": workers, "cpus": 2 / workers},
+        max_retries=2,
         **({} if register else {"register_as": None}),
-    }
+    )
     # progress every 0.5 s: fine enough to kill a rank mid-epoch of a short job
     return worker_job(home, spec, experiment="ddp-tests", progress_s=0.5)
 

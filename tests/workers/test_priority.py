@@ -18,7 +18,7 @@ import pytest
 from fovea import priority
 from fovea.workers.backend import Handle, RayBackend
 from fovea.workers.types import WorkerJob
-from tests.support import worker_job
+from tests.support.specs import digits_spec, worker_job
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux policies")
 
@@ -143,15 +143,12 @@ def parent(pid: int) -> int:
 
 
 def digits_job(home: Path, name: str) -> WorkerJob:
-    spec = {
-        "name": name,
-        "task": "classification",
-        "dataset": {"uri": "builtin://digits"},
-        "model": {"arch": "smallcnn"},
-        "train": {"epochs": 30, "batch_size": 64, "image_size": 32, "seed": 0},
-        "resources": {"cpus": 2},
-        "register_as": None,
-    }
+    spec = digits_spec(
+        name=name,
+        train={"epochs": 30, "batch_size": 64, "image_size": 32, "seed": 0},
+        resources={"cpus": 2},
+        register_as=None,
+    )
     return worker_job(home, spec, experiment="priority-tests")
 
 

@@ -24,7 +24,7 @@ from packaging.requirements import Requirement
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
 DOCKER = REPO / "docker"
-SCHEMAS = Path(__file__).parent / "schemas"
+SCHEMAS = REPO / "tests" / "infra" / "schemas"
 
 # Secrets only the control plane needs; a Ray node (which runs the jobs) gets none of them.
 CONTROL_PLANE_SECRETS = {"FOVEA_DATABASE_URL", "FOVEA_API_TOKEN", "POSTGRES_PASSWORD"}

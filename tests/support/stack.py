@@ -1,53 +1,19 @@
-"""Helpers for tests: a real uvicorn server in a thread, free ports."""
+"""A real `fovea up` process (API, scheduler, local Ray, SQLite, MLflow) for end-to-end tests."""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
 
-TOKEN = "e2e-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LiveServer:
-    def __init__(self, app, port: int) -> None:  # type: ignore[no-untyped-def]
-        import uvicorn
-
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.app = app
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+from tests.support.servers import TOKEN, free_port
 
 
 class Stack:
@@ -150,25 +116,3 @@ class Stack:
             timeout=300,
         )
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-
-
-def worker_job(
-    home: Path, spec: dict[str, Any], *, experiment: str, progress_s: float = 0.5
-) -> Any:
-    """A WorkerJob as the scheduler would hand it to RayBackend.submit: job id = the spec's
-    name, MLflow (sqlite) and checkpoints under `home`."""
-    from fovea.platform.jobs.spec import JobSpec
-    from fovea.workers.types import WorkerJob
-
-    name = spec["name"]
-    return WorkerJob.from_spec(
-        JobSpec.model_validate(spec).model_dump(mode="json"),
-        job_id=name,
-        attempt=1,
-        tracking_uri=f"sqlite:///{home / 'mlflow.db'}",
-        artifact_root=str(home / "mlartifacts"),
-        experiment=experiment,
-        checkpoint_dir=str(home / "checkpoints" / name),
-        mlflow_run_id=None,
-        progress_interval_s=progress_s,
-    )

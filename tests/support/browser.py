@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from fovea.cli import streamlit_launch as launch
-from tests.support import free_port
+from tests.support.servers import free_port
 
 OUTPUT = Path(os.environ.get("FOVEA_TEST_OUTPUT", "test-output")) / "dashboard"
 PAGES = ("jobs", "run", "models", "drift", "schedules")
