@@ -26,16 +26,10 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.procs import name, trees
 from bench.stack import running_stack
+from fovea.cli.demo import digits_spec
 from fovea.config import Settings
 
-TINY_JOB = {
-    "name": "idle-bench",
-    "task": "classification",
-    "dataset": {"uri": "builtin://digits"},
-    "model": {"arch": "smallcnn"},
-    "train": {"epochs": 1, "image_size": 16, "batch_size": 64},
-    "resources": {"cpus": 1},
-}
+TINY_JOB = digits_spec(name="idle-bench", epochs=1, register_as=None, image_size=16)
 
 
 def load() -> str:
