@@ -159,7 +159,12 @@ def test_a_job_trains_at_the_normal_policy_while_the_local_ray_yields(tmp_path: 
     ray.shutdown()  # a Ray another test module left up was not started by Fovea
     backend = RayBackend(num_cpus=2, num_gpus=0, cancel_grace_s=5.0)
     try:
-        daemons = pids("comm", lambda comm: comm.strip() in (b"raylet", b"gcs_server"))
+        # this Ray's daemons (children of this process), not another cluster's on the machine
+        daemons = [
+            pid
+            for pid in pids("comm", lambda comm: comm.strip() in (b"raylet", b"gcs_server"))
+            if parent(pid) == os.getpid()
+        ]
         assert len(daemons) >= 2, daemons
         for pid in daemons:
             assert {policy for policy, _ in thread_cpu(pid).values()} == {BATCH}, pid

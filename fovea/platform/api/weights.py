@@ -15,8 +15,8 @@ from fovea.tasks.catalog import CATALOG
 
 router = APIRouter(prefix="/weights", tags=["weights"])
 
-# "<arch>/<tag>": the name holds one slash, so the path takes both parts
-WeightsName = Annotated[str, Path(min_length=3, max_length=200, pattern=r"^[^/]+/[^/]+$")]
+# A name is "<arch>/<tag>": two path segments, so the route takes both.
+Segment = Annotated[str, Path(min_length=1, max_length=128)]
 
 
 def _out(entry: WeightsEntry, *, verified: bool | None = None) -> WeightsOut:
@@ -36,14 +36,15 @@ def list_weights(settings: SettingsDep) -> WeightsList:
     return WeightsList(weights=[_out(e) for e in store.entries()], root=str(store.root))
 
 
-@router.get("/{name:path}", response_model=WeightsOut, responses=error_responses(401, 404, 422))
+@router.get("/{arch}/{tag}", response_model=WeightsOut, responses=error_responses(401, 404, 422))
 def get_weights(
-    name: WeightsName,
+    arch: Segment,
+    tag: Segment,
     settings: SettingsDep,
     verify: Annotated[bool, Query(description="re-hash the file (422 when it changed)")] = False,
 ) -> WeightsOut:
     """One entry; with verify=true its file re-hashed first (a changed file: 422)."""
-    store = WeightsStore(settings.weights_dir)
+    store, name = WeightsStore(settings.weights_dir), f"{arch}/{tag}"
     if verify:
         return _out(store.verify(name), verified=True)
     return _out(store.get(name))
