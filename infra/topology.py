@@ -288,6 +288,10 @@ def main(argv: list[str]) -> int:
             "FOVEA_CHECKPOINT_ROOT": str(root / "checkpoints"),
             "FOVEA_DATA_ROOTS": str(REPO),
             "FOVEA_API_TOKEN": api_token,
+            # An idle `fovea scheduler` exits on SIGTERM only after one more idle sleep (up to
+            # 30 s by default: its drain waits for two ticks, and an idle one ticks once per
+            # sleep); a short sleep keeps the teardown short.
+            "FOVEA_SCHEDULER_IDLE_S": "2",
         }
         address = start_ray(procs, root, env)  # while MLflow starts
         env["FOVEA_RAY_ADDRESS"] = address

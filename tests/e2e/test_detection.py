@@ -58,27 +58,19 @@ def test_detection_job_trains_registers_and_serves(stack: Stack) -> None:
     names = {a.path.rsplit("/", 1)[-1] for a in _all_artifacts(client, job["mlflow_run_id"])}
     assert {"pr_curves.png", "val_predictions.png", "per_class_ap.json"} <= names
 
-    # plain MLflow in a fresh process: boxes, scores and labels per image, of known classes
+    # the champion as mlflow.pyfunc loads it: boxes, scores and labels per image, of known
+    # classes (a fresh process and `fovea export` are tests/e2e/test_platform.py's; the
+    # detector's ONNX, tests/tasks/test_detection.py's)
     from fovea.tasks.data.shapes import generate_shapes
 
     shapes = generate_shapes(count=6, size=64, seed=999)  # images no job has seen
-    images = shapes.images.permute(0, 2, 3, 1).numpy()
-    out = stack.predict_plain("models:/shapes-det@champion", {"shapes": images})["shapes"]
-    assert set(out) == {"boxes", "scores", "labels", "class_names"} and len(out["boxes"]) == 6
+    out = stack.load_model("shapes-det").predict(shapes.images.permute(0, 2, 3, 1).numpy())
+    assert list(out.columns) == ["boxes", "scores", "labels", "class_names"] and len(out) == 6
     for boxes, scores, labels, names in zip(
         out["boxes"], out["scores"], out["labels"], out["class_names"], strict=True
     ):
         assert np.array(boxes).reshape(-1, 4).shape[0] == len(scores) == len(labels) == len(names)
         assert set(labels) <= {0, 1, 2} and set(names) <= {"circle", "square", "triangle"}
-
-    # `fovea export`: the registered model as ONNX, decoding included (NMS left out)
-    onnx_path = stack.home / "shapes-det.onnx"
-    stack.export_onnx("models:/shapes-det@champion", onnx_path)
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    boxes, scores = session.run(None, {"images": np.zeros((2, 3, 64, 64), np.float32)})
-    assert boxes.shape == (2, 64 + 16 + 4, 4) and scores.shape == (2, 84, 3)
 
 
 def test_unparseable_voc_fails_the_job_with_path_and_line(stack: Stack) -> None:

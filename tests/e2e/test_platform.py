@@ -40,6 +40,20 @@ def test_train_register_and_serve(stack: Stack) -> None:
     model = stack.http.get("/models/digits-e2e").json()
     assert model["champion_version"] == 1
 
+    # A worse model (1 epoch, tiny lr) and a fine-tune of the champion with the same tiny-lr
+    # epoch train side by side (one CPU each) while this process checks the champion.
+    worse = merged(spec, {"train": {"epochs": 1, "lr": 1e-5, "warmup_epochs": 0}})
+    tuned = merged(
+        worse,
+        {
+            "name": "digits-ft",
+            "register_as": None,
+            "model": {"weights": "models:/digits-e2e@champion"},
+        },
+    )
+    worse_id = stack.http.post("/jobs", json=worse).json()["id"]
+    tuned_id = stack.http.post("/jobs", json=tuned).json()["id"]
+
     # A plain MLflow client in a fresh process, no fovea import of its own.
     from sklearn.datasets import load_digits
 
@@ -62,24 +76,15 @@ def test_train_register_and_serve(stack: Stack) -> None:
     )
     assert logits.shape == (3, 10)
 
-    # A worse model (1 epoch, tiny lr) registers as v2 but does not take the champion alias.
-    worse = merged(spec, {"train": {"epochs": 1, "lr": 1e-5, "warmup_epochs": 0}})
-    job2 = stack.wait(stack.http.post("/jobs", json=worse).json()["id"], {"succeeded", "failed"})
+    # The worse model registers as v2 but does not take the champion alias.
+    job2 = stack.wait(worse_id, {"succeeded", "failed"})
     assert job2["state"] == "succeeded", job2["error"]
     assert job2["model_version"] == "2" and job2["metrics"]["top1"] < job["metrics"]["top1"]
     assert stack.http.get("/models/digits-e2e").json()["champion_version"] == 1
 
     # Fine-tuning from the registered champion starts from its weights: the same tiny-lr
-    # single epoch now scores like the champion instead of like an untrained model.
-    tuned = merged(
-        worse,
-        {
-            "name": "digits-ft",
-            "register_as": None,
-            "model": {"weights": "models:/digits-e2e@champion"},
-        },
-    )
-    job3 = stack.wait(stack.http.post("/jobs", json=tuned).json()["id"], {"succeeded", "failed"})
+    # single epoch scores like the champion instead of like an untrained model.
+    job3 = stack.wait(tuned_id, {"succeeded", "failed"})
     assert job3["state"] == "succeeded", job3["error"]
     assert job3["metrics"]["top1"] > 0.5 > job2["metrics"]["top1"]
 

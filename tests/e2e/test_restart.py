@@ -27,7 +27,7 @@ def spec(**over):  # type: ignore[no-untyped-def]
         "name": "restart",
         "dataset": {"val_split": 0.2},
         "train": {
-            "epochs": 3,
+            "epochs": 2,
             "batch_size": 16,
             "warmup_epochs": 0,
             "early_stopping_patience": None,
@@ -87,7 +87,9 @@ def test_sigkill_of_the_scheduler_then_restart_finishes_once(tmp_path: Path) -> 
     stack = Stack(tmp_path / "home", data)
     stack.start()
     try:
-        job_id = stack.http.post("/jobs", json=spec(max_retries=1)).json()["id"]
+        # three epochs: the kill lands in the second, with one to go
+        job = spec(max_retries=1, train={"epochs": 3})
+        job_id = stack.http.post("/jobs", json=job).json()["id"]
         run_id = wait_progress(stack, job_id, epoch=2)["mlflow_run_id"]  # a checkpoint exists
         client = mlflow(stack.home)
         deadline = time.monotonic() + 60  # and epoch 1's points reached MLflow (2 s flushes):
@@ -168,7 +170,8 @@ def test_api_and_scheduler_as_separate_processes_and_sigterm_drains(tmp_path: Pa
                     pass
                 assert time.monotonic() < deadline, (home / "procs.log").read_text()[-3000:]
                 time.sleep(0.5)
-        first = clients[0].post("/jobs", json=spec(name="one")).json()["id"]
+        one = spec(name="one", train={"epochs": 1})  # still running a second after it starts
+        first = clients[0].post("/jobs", json=one).json()["id"]
         deadline = time.monotonic() + 180
         while clients[1].get(f"/jobs/{first}").json()["state"] != "running":
             assert time.monotonic() < deadline, (home / "procs.log").read_text()[-3000:]

@@ -53,19 +53,21 @@ def test_train_register_and_predict_masks(stack: Stack) -> None:
     assert job["model_name"] == "shapes-seg" and job["model_version"] == "1"
     assert stack.http.get("/models/shapes-seg").json()["champion_version"] == 1
 
-    # A plain MLflow client in a fresh process loads the model and predicts held-out images
-    # (another generator seed): one batch at twice the training size, one at a size and
-    # shape the model never saw; masks come back at each input's resolution.
+    # The champion as mlflow.pyfunc loads it (a fresh process: tests/e2e/test_platform.py)
+    # predicts held-out images (another generator seed): one batch at twice the training
+    # size, one at a size and shape the model never saw; masks come back at each input's
+    # resolution.
     held_out = generate_shapes(count=12, size=64, seed=99)
     images = held_out.images.permute(0, 2, 3, 1).numpy()  # uint8 [12, 64, 64, 3]
     wide = np.stack(
         [np.asarray(Image.fromarray(i).resize((96, 72), Image.Resampling.BILINEAR)) for i in images]
     )  # [12, 72, 96, 3]
-    predicted = stack.predict_plain("models:/shapes-seg@champion", {"square": images, "wide": wide})
-    square = np.array(predicted["square"]["mask"])
+    model = stack.load_model("shapes-seg")
+    predicted = {"square": model.predict(images), "wide": model.predict(wide)}
+    square = np.array(list(predicted["square"]["mask"]))
     assert square.shape == (12, 64, 64) and set(np.unique(square)) <= {0, 1, 2, 3}
     assert predicted["square"]["classes"][0][0] == "background"
-    wide_masks = np.array(predicted["wide"]["mask"])
+    wide_masks = np.array(list(predicted["wide"]["mask"]))
     assert wide_masks.shape == (12, 72, 96) and set(np.unique(wide_masks)) <= {0, 1, 2, 3}
 
     from mlflow import MlflowClient

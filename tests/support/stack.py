@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -76,6 +77,16 @@ class Stack:
         raise AssertionError(
             f"job {job_id} not in {states} after {timeout}s: {job}\n{self.log.read_text()[-4000:]}"
         )
+
+    def load_model(self, name: str, alias: str = "champion") -> Any:
+        """The registered model `name@alias` as `mlflow.pyfunc.load_model` loads it, in this
+        process (seconds cheaper than predict_plain's fresh one; no global MLflow URI set)."""
+        from mlflow import MlflowClient, pyfunc
+
+        uri = f"sqlite:///{self.home / 'mlflow.db'}"
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        version = client.get_model_version_by_alias(name, alias).version
+        return pyfunc.load_model(client.get_model_version_download_uri(name, version))
 
     def predict_plain(self, model_uri: str, batches: dict[str, np.ndarray]) -> dict[str, dict]:
         """`mlflow.pyfunc.load_model(model_uri).predict(batch)` for each named batch, in a
