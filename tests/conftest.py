@@ -46,8 +46,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         (data / "unreadable" / name).mkdir(parents=True)
         (data / "unreadable" / name / "x.jpg").write_bytes(b"not a jpeg")
     # every live image kept: the drift page shows those of a drifting window; progress
-    # every 0.5 s: a fault test kills a worker at a given epoch of a short job
-    env = {"FOVEA_PREDICTION_SAMPLE_RATE": "1", "FOVEA_SCHEDULER_INTERVAL_S": "0.5"}
+    # every 0.5 s: a fault test kills a worker at a given epoch of a short job; a retry
+    # waits 0.5 s, not 5 (how backoff grows: tests/control/test_scheduler.py)
+    env = {
+        "FOVEA_PREDICTION_SAMPLE_RATE": "1",
+        "FOVEA_SCHEDULER_INTERVAL_S": "0.5",
+        "FOVEA_RETRY_BACKOFF_S": "0.5",
+    }
     s = Stack(root / "home", data, env=env)
     s.start()
     yield s

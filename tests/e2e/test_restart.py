@@ -84,7 +84,7 @@ def test_sigkill_of_the_scheduler_then_restart_finishes_once(tmp_path: Path) -> 
     per step in its metric history and its run FINISHED."""
     data = tmp_path / "data"
     data.mkdir()
-    stack = Stack(tmp_path / "home", data)
+    stack = Stack(tmp_path / "home", data, env={"FOVEA_RETRY_BACKOFF_S": "0.5"})
     stack.start()
     try:
         # three epochs: the kill lands in the second, with one to go
